@@ -1,0 +1,46 @@
+# gaussdiff: `make book` builds the book, `make test` runs the tests. Both set up .venv first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= cpu
+# trained networks and Gaussian statistics live here, so a rebuild after a prose change trains nothing
+export GAUSSDIFF_CACHE ?= $(CURDIR)/.cache/gaussdiff
+export MPLBACKEND := Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: book test venv data notebooks html smoke-book bench clean
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade-strategy only-if-needed -c constraints.txt -e ".[book,test]"
+	touch $@
+
+data: $(STAMP)
+	$(PY) -m gaussdiff_lib.data
+
+notebooks: data
+	$(PY) -m gaussdiff_lib.profiles --profile $(PROFILE) --out book
+
+html: $(STAMP)
+	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
+
+book: notebooks
+	$(MAKE) html
+	@echo "book: $(CURDIR)/_build/html/index.html"
+
+# tests/test_book.py executes the notebooks under the smoke profile into _build/smoke/src and
+# builds that book with warnings as errors; nbval then re-runs the executed notebooks.
+test: data
+	$(PY) -m pytest tests
+	$(PY) -m pytest --nbval-lax -p no:cacheprovider _build/smoke/src/book/*.ipynb
+
+bench: $(STAMP)
+	$(PY) benchmarks/gaussian_sampling.py
+	$(PY) benchmarks/empirical_memory.py
+
+clean:
+	rm -rf _build book/*.ipynb

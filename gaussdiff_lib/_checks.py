@@ -1,0 +1,75 @@
+"""Input validation shared by every denoiser, sampler and metric: clear errors instead of deep torch tracebacks."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+
+def as_images(x, name: str = "x") -> torch.Tensor:
+    """Check that x is a finite floating tensor shaped [B, C, H, W]."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor shaped [B, C, H, W], got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(
+            f"{name} must have 4 dimensions [B, C, H, W], got shape {tuple(x.shape)}; "
+            f"add a batch dimension with {name}[None] or reshape flat vectors to images")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)})")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor scaled to [-1, 1], got dtype {x.dtype}")
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite values; check the input or the step that produced it")
+    return x
+
+
+def image_shape_matches(x: torch.Tensor, shape: Sequence[int], what: str) -> None:
+    """Raise if x's per-image shape [C, H, W] differs from the shape a denoiser was built for."""
+    if tuple(x.shape[1:]) != tuple(shape):
+        c, h, w = shape
+        raise ValueError(
+            f"{what} expects images shaped [B, {c}, {h}, {w}] (d = {c * h * w}), got {tuple(x.shape)}; "
+            f"load the data at the same resolution and channel count as the denoiser")
+
+
+def as_sigma(sigma, batch: int, device, dtype=torch.float64) -> torch.Tensor:
+    """Check a noise level (float or [B] tensor) and return it as a [B] tensor: finite and > 0."""
+    if isinstance(sigma, torch.Tensor):
+        s = sigma.detach().to(device=device, dtype=dtype)
+        if s.ndim == 0:
+            s = s.expand(batch)
+        elif s.ndim != 1 or s.shape[0] not in (1, batch):
+            raise ValueError(f"sigma must be a float or a tensor of shape [{batch}], got shape {tuple(sigma.shape)}")
+        elif s.shape[0] == 1:
+            s = s.expand(batch)
+    else:
+        try:
+            value = float(sigma)
+        except (TypeError, ValueError):
+            raise TypeError(f"sigma must be a float or a [B] tensor, got {type(sigma).__name__}") from None
+        s = torch.full((batch,), value, device=device, dtype=dtype)
+    if not torch.isfinite(s).all():
+        raise ValueError("sigma must be finite and > 0 (the paper uses 0.002 <= sigma <= 80), got NaN or infinity")
+    if (s <= 0).any():
+        raise ValueError(
+            f"sigma must be > 0 (the paper uses 0.002 <= sigma <= 80), got {s.min().item():g}; "
+            "the final sigma = 0 of a schedule is a sampler step target, never a denoiser input")
+    return s
+
+
+def positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not (isinstance(value, float) and value.is_integer()):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    value = int(value)
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return value
+
+
+def finite_float(value, name: str) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value

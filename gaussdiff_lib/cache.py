@@ -1,0 +1,142 @@
+"""Content-addressed artifacts: key = hash of the parameters + library version; atomic, verified files.
+
+Every artifact file is a 64-character SHA-256 hex digest of its payload, a newline, then the payload
+written by ``torch.save``. Writes go to a temporary file in the same folder and are moved into place
+with ``os.replace``, so a reader sees either the old complete file or the new one; a file whose digest
+does not match (truncated, overwritten, half-copied) raises :class:`CorruptFileError` and
+:func:`cached` recomputes it. A lock file serialises concurrent writers of the same key.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import __version__
+
+__all__ = ["cache_root", "digest", "save_atomic", "load_verified", "cached", "CorruptFileError"]
+
+
+class CorruptFileError(RuntimeError):
+    """An artifact or checkpoint failed its integrity check (truncated, edited or not ours)."""
+
+
+def cache_root() -> Path:
+    """Folder of cached artifacts: ``$GAUSSDIFF_CACHE`` if set, else ``~/.cache/gaussdiff``."""
+    root = os.environ.get("GAUSSDIFF_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "gaussdiff"
+
+
+def _feed(h, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().to("cpu").contiguous()
+        h.update(f"tensor:{t.dtype}:{tuple(t.shape)}:".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, np.ndarray):
+        _feed(h, torch.from_numpy(np.ascontiguousarray(obj)))
+    elif isinstance(obj, dict):
+        h.update(b"dict{")
+        for k in sorted(obj, key=str):
+            _feed(h, str(k))
+            _feed(h, obj[k])
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"seq[")
+        for v in obj:
+            _feed(h, v)
+        h.update(b"]")
+    elif obj is None or isinstance(obj, (bool, int, float, str)):
+        h.update(json.dumps(obj).encode() + b";")
+    else:
+        raise TypeError(f"cannot hash a {type(obj).__name__} for a cache key; pass tensors, numbers, strings, lists or dicts")
+
+
+def digest(*objs: Any, version: bool = True) -> str:
+    """SHA-256 of nested tensors, arrays, dicts, lists and scalars (and the library version)."""
+    h = hashlib.sha256()
+    if version:
+        _feed(h, __version__)
+    for obj in objs:
+        _feed(h, obj)
+    return h.hexdigest()
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save obj to path with a digest header, via a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = buf.getvalue()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(hashlib.sha256(payload).hexdigest().encode() + b"\n")
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_verified(path: str | os.PathLike, map_location="cpu") -> Any:
+    """Load a file written by :func:`save_atomic`, checking its digest first (tensors and containers only)."""
+    path = Path(path)
+    data = path.read_bytes()
+    head, sep, payload = data.partition(b"\n")
+    if not sep or len(head) != 64:
+        raise CorruptFileError(f"{path} is not a gaussdiff artifact (missing digest header); delete it and recompute")
+    if hashlib.sha256(payload).hexdigest().encode() != head:
+        raise CorruptFileError(
+            f"{path} is corrupt: its content does not match its SHA-256 digest ({len(payload)} bytes, "
+            "probably truncated by an interrupted write or copy); delete it and recompute")
+    try:
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as exc:  # a digest match with an unreadable payload means a foreign file
+        raise CorruptFileError(f"{path} passed its digest check but could not be read: {exc}") from exc
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike):
+    """Exclusive advisory lock on ``path + '.lock'`` (POSIX), so two processes do not compute one entry twice."""
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def entry_path(kind: str, key: str, root: str | os.PathLike | None = None) -> Path:
+    return Path(root or cache_root()) / kind / f"{key}.pt"
+
+
+def cached(kind: str, params: Any, compute: Callable[[], Any], root: str | os.PathLike | None = None) -> Any:
+    """Return the artifact for (kind, params), computing and storing it on a miss or a corrupt entry."""
+    path = entry_path(kind, digest(kind, params), root)
+    with file_lock(path):
+        if path.exists():
+            try:
+                return load_verified(path)
+            except CorruptFileError as exc:
+                warnings.warn(f"{exc}; recomputing", RuntimeWarning, stacklevel=2)
+                path.unlink()
+        value = compute()
+        save_atomic(value, path)
+        return value

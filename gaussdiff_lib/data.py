@@ -1,0 +1,432 @@
+"""Datasets as float32 tensors [N, C, H, W] scaled to [-1, 1] (``x / 127.5 - 1``, paper conventions).
+
+Named datasets come from the :data:`DATASETS` registry (``load(name, ...)``); files in the layouts
+people already have are read by :func:`load_path`: IDX (optionally gzipped), EDM dataset-tool zips,
+image folders, ``.npz``/``.npy`` arrays and the CIFAR-10 python tarball (or its extracted folder).
+Subsets by seed are nested: ``n=100`` is a subset of ``n=1000`` for the same seed.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ._checks import positive_int
+
+__all__ = ["DATASETS", "load", "load_path", "subset", "read_idx", "find_fashion_mnist", "to_images"]
+
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+# MD5 checksums of the official gzipped files, as published with the data set.
+FASHION_MNIST_FILES = {
+    ("train", "images"): ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+    ("train", "labels"): ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+    ("test", "images"): ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+    ("test", "labels"): ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+}
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+def data_cache() -> Path:
+    """Per-user download folder: ``~/.cache/gaussdiff/data``."""
+    return Path.home() / ".cache" / "gaussdiff" / "data"
+
+
+def _env_dirs(sub: str) -> list[Path]:
+    root = os.environ.get("GAUSSDIFF_DATA")
+    return [Path(root).expanduser() / sub, Path(root).expanduser()] if root else []
+
+
+# ----------------------------------------------------------------------------------------- conversion
+
+def to_images(array: np.ndarray, layout: str = "auto") -> torch.Tensor:
+    """uint8 (0..255) or float ([-1, 1]) array in NHWC, NCHW or NHW layout -> float32 [N, C, H, W] in [-1, 1]."""
+    a = np.asarray(array)
+    if a.ndim == 3:
+        a = a[:, None]
+        layout = "NCHW"
+    if a.ndim != 4:
+        raise ValueError(f"image arrays must be [N, H, W], [N, H, W, C] or [N, C, H, W], got shape {a.shape}")
+    if layout == "auto":
+        layout = "NHWC" if a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4) else "NCHW"
+    if layout == "NHWC":
+        a = a.transpose(0, 3, 1, 2)
+    if a.shape[0] == 0:
+        raise ValueError("the image array is empty (0 images)")
+    if a.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(a)).float().div_(127.5).sub_(1.0)
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise ValueError("the image array contains NaN or infinite values")
+        if a.min() < -1.0 - 1e-6 or a.max() > 1.0 + 1e-6:
+            raise ValueError(f"float image arrays must already be scaled to [-1, 1], got range "
+                             f"[{a.min():g}, {a.max():g}]; store uint8 pixels (0..255) or rescale with x / 127.5 - 1")
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    raise ValueError(f"image arrays must be uint8 (0..255) or float in [-1, 1], got dtype {a.dtype}")
+
+
+def _resize(x: torch.Tensor, resolution: int | None, chunk: int = 4096) -> torch.Tensor:
+    if resolution is None or x.shape[-1] == resolution and x.shape[-2] == resolution:
+        return x
+    resolution = positive_int(resolution, "resolution")
+    out = [F.interpolate(x[s:s + chunk], size=(resolution, resolution), mode="bilinear", antialias=True,
+                         align_corners=False) for s in range(0, x.shape[0], chunk)]
+    return torch.cat(out).clamp_(-1.0, 1.0)
+
+
+def subset(n_total: int, n: int | None, seed: int = 0) -> torch.Tensor:
+    """Indices of a seeded subset of size n (sorted); the subsets of one seed are nested in n."""
+    if n is None:
+        return torch.arange(n_total)
+    n = positive_int(n, "n")
+    if n > n_total:
+        raise ValueError(f"asked for n = {n} images but the split holds only {n_total}")
+    perm = torch.randperm(n_total, generator=torch.Generator().manual_seed(int(seed)))
+    return perm[:n].sort().values
+
+
+# ---------------------------------------------------------------------------------------------- IDX
+
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (the MNIST/Fashion-MNIST format), gzipped or not, checking its length."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path} is not a readable IDX file ({exc}); the download may be truncated: "
+                         "delete it and fetch it again") from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"truncated IDX file {path}: the header is cut short; delete it and fetch it again")
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise ValueError(
+            f"truncated IDX file {path}: the header announces shape {tuple(dims)} ({expected} bytes) but "
+            f"{len(raw) - header} bytes follow; delete it and fetch it again")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+
+
+# ------------------------------------------------------------------------------------------ download
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_file(url: str, dest: Path, md5: str, timeout: float = 20.0) -> Path:
+    """Fetch url to dest with a progress bar, verify its MD5, and move it into place atomically."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, os.fdopen(fd, "wb") as f:
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
+                for block in iter(lambda: r.read(1 << 16), b""):
+                    f.write(block)
+                    bar.update(len(block))
+        got = _md5(Path(tmp))
+        if got != md5:
+            raise ValueError(f"checksum mismatch for {url}: MD5 {got}, expected {md5}; try again later")
+        os.replace(tmp, dest)
+        return dest
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _offline(download_arg: bool | None) -> bool:
+    if download_arg is not None:
+        return not download_arg
+    return os.environ.get("GAUSSDIFF_OFFLINE", "") not in ("", "0")
+
+
+# ------------------------------------------------------------------------------------- Fashion-MNIST
+
+def fashion_mnist_dirs(root: str | os.PathLike | None = None) -> list[Path]:
+    """Folders searched for the Fashion-MNIST IDX files, in order."""
+    dirs = [Path(root).expanduser()] if root else []
+    return dirs + _env_dirs("fashion-mnist") + [DEBIAN_FASHION_MNIST, data_cache() / "fashion-mnist"]
+
+
+def _find_idx(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / name.removesuffix(".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_fashion_mnist(split: str = "train", root=None, download: bool | None = None) -> tuple[Path, Path]:
+    """Paths of the (images, labels) IDX files of a split, downloading them when absent and allowed."""
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown split {split!r} for fashion-mnist; choose 'train' or 'test'")
+    names = [FASHION_MNIST_FILES[(split, kind)] for kind in ("images", "labels")]
+    dirs = fashion_mnist_dirs(root)
+    for folder in dirs:
+        found = [_find_idx(folder, name) for name, _ in names]
+        if all(found):
+            return found[0], found[1]
+    reason = "downloads are switched off (download=False or GAUSSDIFF_OFFLINE=1)"
+    if not _offline(download):
+        target = data_cache() / "fashion-mnist"
+        try:
+            paths = [download_file(FASHION_MNIST_URL + name, target / name, md5) for name, md5 in names]
+            return paths[0], paths[1]
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = f"the download from {FASHION_MNIST_URL} failed ({exc})"
+    looked = "\n  ".join(str(d) for d in dirs)
+    raise FileNotFoundError(
+        f"Fashion-MNIST {split} files ({names[0][0]}, {names[1][0]}) not found; looked in:\n  {looked}\n"
+        f"and {reason}. Install them with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or download "
+        f"them from {FASHION_MNIST_URL} into one of those folders, or set GAUSSDIFF_DATA to a folder holding them.")
+
+
+
+def _load_fashion_mnist(split: str, root=None, download: bool | None = None):
+    images, labels = find_fashion_mnist(split, root, download)
+    x, y = read_idx(images), read_idx(labels)
+    if x.ndim != 3 or y.shape != (x.shape[0],):
+        raise ValueError(f"unexpected Fashion-MNIST shapes: images {x.shape}, labels {y.shape}")
+    return x, y.astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------------- digits
+
+def _load_digits(split: str, root=None, download: bool | None = None):
+    """scikit-learn's 8x8 digits (1797 images, values 0..16): 'train' is the first 1500, 'test' the rest."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    y = bunch.target.astype(np.int64)
+    parts = {"train": slice(0, 1500), "test": slice(1500, None), "all": slice(None)}
+    if split not in parts:
+        raise ValueError(f"unknown split {split!r} for digits; choose one of {sorted(parts)}")
+    return x[parts[split]], y[parts[split]]
+
+
+# ---------------------------------------------------------------------------------------- CIFAR-10
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Accepts only what the CIFAR-10 batches contain: dicts, lists, bytes and numpy arrays. No code runs."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR-10 batch file")
+        if (module, name) == ("_codecs", "encode"):
+            import codecs
+            return codecs.encode
+        import numpy._core.multiarray as multiarray
+        import numpy._core.numeric as numeric
+        if name == "_reconstruct":
+            return multiarray._reconstruct
+        if name == "scalar":
+            return multiarray.scalar
+        if name == "_frombuffer":
+            return numeric._frombuffer
+        return getattr(np, name)
+
+
+def _cifar_batch(raw: bytes, what: str):
+    try:
+        d = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except Exception as exc:
+        raise ValueError(f"{what} is not a CIFAR-10 python batch: {exc}") from exc
+    d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+    data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return data, np.asarray(d["labels"], dtype=np.int64)
+
+
+def _cifar_names(split: str) -> list[str]:
+    if split == "train":
+        return [f"data_batch_{i}" for i in range(1, 6)]
+    if split == "test":
+        return ["test_batch"]
+    raise ValueError(f"unknown split {split!r} for cifar10; choose 'train' or 'test'")
+
+
+def read_cifar10(path: str | os.PathLike, split: str = "train"):
+    """CIFAR-10 python version: the ``.tar.gz`` or its extracted ``cifar-10-batches-py`` folder."""
+    path = Path(path)
+    names = _cifar_names(split)
+    parts = []
+    if path.is_dir():
+        folder = path / "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else path
+        for name in names:
+            f = folder / name
+            if not f.is_file():
+                raise FileNotFoundError(f"CIFAR-10 batch {name} missing in {folder}")
+            parts.append(_cifar_batch(f.read_bytes(), str(f)))
+    else:
+        with tarfile.open(path, "r:*") as tar:
+            members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+            for name in names:
+                if name not in members:
+                    raise ValueError(f"{path} holds no CIFAR-10 batch {name}; is it the python version of CIFAR-10?")
+                parts.append(_cifar_batch(tar.extractfile(members[name]).read(), f"{path}:{name}"))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _load_cifar10(split: str, root=None, download: bool | None = None):
+    candidates = ([Path(root).expanduser()] if root else []) + _env_dirs("cifar10") + [data_cache() / "cifar10"]
+    for c in candidates:
+        for p in (c, c / "cifar-10-python.tar.gz", c / "cifar-10-batches-py"):
+            if p.is_file() or (p.is_dir() and (p / "test_batch").is_file()) or \
+                    (p.is_dir() and (p / "cifar-10-batches-py").is_dir()):
+                return read_cifar10(p, split)
+    reason = "downloads are switched off (download=False or GAUSSDIFF_OFFLINE=1)"
+    if not _offline(download):
+        target = data_cache() / "cifar10" / "cifar-10-python.tar.gz"
+        try:
+            return read_cifar10(download_file(CIFAR10_URL, target, CIFAR10_MD5), split)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = f"the download from {CIFAR10_URL} failed ({exc})"
+    looked = "\n  ".join(str(c) for c in candidates)
+    raise FileNotFoundError(
+        f"CIFAR-10 (python version) not found; looked in:\n  {looked}\nand {reason}. Pass root= a folder holding "
+        f"cifar-10-python.tar.gz (from {CIFAR10_URL}) or its extracted cifar-10-batches-py folder.")
+
+
+DATASETS: dict[str, Callable] = {
+    "fashion-mnist": _load_fashion_mnist,
+    "digits": _load_digits,
+    "cifar10": _load_cifar10,
+}
+
+
+def load(name: str, split: str = "train", resolution: int | None = None, n: int | None = None, seed: int = 0,
+         root: str | os.PathLike | None = None, download: bool | None = None, labels: bool = False):
+    """Load a named dataset (one of :data:`DATASETS`) as float32 [N, C, H, W] in [-1, 1].
+
+    Args:
+        name: 'fashion-mnist' (28x28, 60000 train / 10000 test), 'digits' (8x8, scikit-learn) or 'cifar10'.
+        split: 'train' or 'test' ('all' for digits).
+        resolution: resize to resolution x resolution (antialiased bilinear); None keeps the native size.
+        n: a seeded subset of n images (nested across n for one seed); None keeps all.
+        seed: seed of the subset.
+        root: a folder to look in first.
+        download: allow (True) or forbid (False) downloading missing files; None follows GAUSSDIFF_OFFLINE.
+        labels: also return the int64 class labels [N].
+    """
+    try:
+        loader = DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}, "
+                         "or read files with gd.data.load_path(path)") from None
+    x, y = loader(split, root=root, download=download)
+    idx = subset(len(x), n, seed).numpy()
+    images = _resize(to_images(x[idx]), resolution)
+    return (images, torch.from_numpy(y[idx])) if labels else images
+
+
+# ---------------------------------------------------------------------------------- files on disk
+
+def _decode(data: bytes, what: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im = im.convert("L") if im.mode in ("1", "L", "I;16", "I", "F", "LA") else im.convert("RGB")
+            return np.asarray(im)
+    except Exception as exc:
+        raise ValueError(f"cannot decode image {what}: {exc}") from exc
+
+
+def _stack(images: list[np.ndarray], source: str) -> np.ndarray:
+    if not images:
+        raise ValueError(f"{source} holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    if any(im.ndim == 3 for im in images):
+        images = [np.repeat(im[..., None], 3, -1) if im.ndim == 2 else im for im in images]
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise ValueError(f"{source} mixes image sizes {sorted(shapes)[:4]}; all images must share one size")
+    return np.stack(images)
+
+
+def load_path(path: str | os.PathLike, resolution: int | None = None, n: int | None = None, seed: int = 0,
+              split: str = "train") -> torch.Tensor:
+    """Read images from a file or folder as float32 [N, C, H, W] in [-1, 1].
+
+    Layouts: EDM dataset-tool ``.zip`` (PNG files, ``dataset.json`` ignored), a folder of images
+    (searched recursively, sorted by path), ``.npz``/``.npy`` (uint8 0..255 or float in [-1, 1],
+    NHWC/NCHW/NHW), an IDX file, and the CIFAR-10 python ``.tar.gz`` or folder (``split`` picks train/test).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    name = path.name.lower()
+    if path.is_dir():
+        if (path / "cifar-10-batches-py").is_dir() or (path / "data_batch_1").is_file():
+            arr = read_cifar10(path, split)[0]
+        else:
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            arr = _stack([_decode(p.read_bytes(), str(p)) for p in tqdm(files, desc="images", leave=False)], str(path))
+    elif name.endswith(".zip"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                members = sorted(m for m in z.namelist() if Path(m).suffix.lower() in IMAGE_SUFFIXES)
+                arr = _stack([_decode(z.read(m), f"{path}:{m}") for m in tqdm(members, desc="images", leave=False)],
+                             str(path))
+        except zipfile.BadZipFile as exc:
+            raise ValueError(f"{path} is not a readable zip archive ({exc})") from exc
+    elif name.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            keys = [k for k in ("images", "x", "arr_0", "data") if k in z.files] or list(z.files)
+            if not keys:
+                raise ValueError(f"{path} holds no arrays")
+            arr = z[keys[0]]
+    elif name.endswith(".npy"):
+        arr = np.load(path, allow_pickle=False)
+    elif name.endswith((".tar.gz", ".tgz", ".tar")):
+        arr = read_cifar10(path, split)[0]
+    elif "idx" in name or "ubyte" in name:
+        arr = read_idx(path)
+    else:
+        raise ValueError(f"unknown data layout for {path}: expected a folder, .zip, .npz, .npy, an IDX file, "
+                         "or the CIFAR-10 python .tar.gz")
+    images = to_images(arr)
+    idx = subset(images.shape[0], n, seed)
+    return _resize(images[idx], resolution)
+
+
+if __name__ == "__main__":  # `python -m gaussdiff_lib.data`: make sure the book's default data is present
+    for split in ("train", "test"):
+        print("fashion-mnist", split, *find_fashion_mnist(split))

@@ -1,0 +1,196 @@
+"""Denoisers D(x; sigma): Gaussian (Wiener), empirical multi-delta, and EDM-preconditioned networks.
+
+The one contract (``../shared/DESIGN.md``): every denoiser is a ``torch.nn.Module`` called as
+``D(x, sigma) -> x_hat`` with ``x`` shaped [B, C, H, W] and ``sigma`` a float or a [B] tensor; the
+output has the dtype and shape of ``x``. All of them are interchangeable in samplers and metrics.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import cache as _cache
+from ._checks import as_images, as_sigma, image_shape_matches, positive_int
+
+__all__ = ["edm_scalings", "GaussianDenoiser", "EmpiricalDenoiser", "EDMDenoiser"]
+
+
+def edm_scalings(sigma: torch.Tensor, sigma_data: float = 0.5):
+    """EDM preconditioning (Karras et al. 2022, Table 1; paper section 1): c_skip, c_out, c_in, c_noise."""
+    c_skip = sigma_data ** 2 / (sigma ** 2 + sigma_data ** 2)
+    c_out = sigma * sigma_data / (sigma ** 2 + sigma_data ** 2).sqrt()
+    c_in = 1 / (sigma_data ** 2 + sigma ** 2).sqrt()
+    c_noise = sigma.log() / 4
+    return c_skip, c_out, c_in, c_noise
+
+
+def _flat_data(X: torch.Tensor, name: str = "X") -> torch.Tensor:
+    if isinstance(X, torch.Tensor) and X.ndim == 4 and X.shape[0] == 0:
+        raise ValueError(f"{name} is an empty dataset (0 images); load at least one image")
+    return as_images(X, name)
+
+
+class GaussianDenoiser(nn.Module):
+    """Wiener filter of a Gaussian N(mu, Sigma): D_G(x; sigma) = mu + U diag(l/(l+sigma^2)) U^T (x - mu).
+
+    Paper section 2 ("Gaussian"). Statistics are held in float64; ``eigenvalues`` [r] descending and
+    ``eigenvectors`` [d, r] (r = d for full rank). Directions outside span(U) collapse onto the mean.
+    """
+
+    def __init__(self, mean: torch.Tensor, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor,
+                 shape: tuple[int, int, int]):
+        super().__init__()
+        d = math.prod(shape)
+        if mean.shape != (d,) or eigenvectors.ndim != 2 or eigenvectors.shape[0] != d \
+                or eigenvalues.shape != (eigenvectors.shape[1],):
+            raise ValueError(
+                f"inconsistent Gaussian statistics for images {tuple(shape)} (d = {d}): mean {tuple(mean.shape)}, "
+                f"eigenvalues {tuple(eigenvalues.shape)}, eigenvectors {tuple(eigenvectors.shape)}")
+        self.shape = tuple(int(s) for s in shape)
+        self.register_buffer("mean", mean.to(torch.float64))
+        self.register_buffer("eigenvalues", eigenvalues.to(torch.float64).clamp_min(0))
+        self.register_buffer("eigenvectors", eigenvectors.to(torch.float64))
+
+    @property
+    def d(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def rank(self) -> int:
+        return int(self.eigenvalues.shape[0])
+
+    @staticmethod
+    def statistics(X: torch.Tensor, device=None, chunk_size: int = 8192) -> dict:
+        """Empirical mean and 1/N covariance eigendecomposition of X in float64 (streamed over chunks)."""
+        X = _flat_data(X)
+        n, d = X.shape[0], math.prod(X.shape[1:])
+        device = torch.device(device) if device is not None else X.device
+        total = torch.zeros(d, dtype=torch.float64, device=device)
+        for s in range(0, n, chunk_size):
+            total += X[s:s + chunk_size].reshape(-1, d).to(device, torch.float64).sum(0)
+        mean = total / n
+        cov = torch.zeros(d, d, dtype=torch.float64, device=device)
+        for s in range(0, n, chunk_size):
+            xc = X[s:s + chunk_size].reshape(-1, d).to(device, torch.float64) - mean
+            cov += xc.T @ xc
+        cov /= n
+        evals, evecs = torch.linalg.eigh((cov + cov.T) / 2)
+        return {"mean": mean, "eigenvalues": evals.flip(0).clamp_min(0), "eigenvectors": evecs.flip(1),
+                "shape": list(X.shape[1:])}
+
+    @classmethod
+    def from_data(cls, X: torch.Tensor, rank: int | None = None, device=None, cache: bool = False
+                  ) -> "GaussianDenoiser":
+        """Fit to images X [N, C, H, W]: mean and 1/N covariance, keeping the top ``rank`` components.
+
+        With ``cache=True`` the statistics are stored under :func:`gaussdiff_lib.cache.cache_root`,
+        keyed by a hash of X, so refitting the same data costs one hash.
+        """
+        X = _flat_data(X)
+        d = math.prod(X.shape[1:])
+        if rank is not None:
+            rank = positive_int(rank, "rank")
+            if rank > d:
+                raise ValueError(f"rank must be at most d = {d} for images {tuple(X.shape[1:])}, got {rank}")
+        if cache:
+            stats = _cache.cached("gaussian", {"data": _cache.digest(X, version=False)},
+                                  lambda: {k: (v.cpu() if isinstance(v, torch.Tensor) else v)
+                                           for k, v in cls.statistics(X, device).items()})
+        else:
+            stats = cls.statistics(X, device)
+        r = d if rank is None else rank
+        dev = torch.device(device) if device is not None else X.device
+        return cls(stats["mean"].to(dev), stats["eigenvalues"][:r].to(dev), stats["eigenvectors"][:, :r].to(dev),
+                   tuple(stats["shape"]))
+
+    def shrinkage(self, sigma) -> torch.Tensor:
+        """Per-component gains lambda_i / (lambda_i + sigma^2), shape [r] (float sigma) or [B, r]."""
+        s = torch.as_tensor(sigma, dtype=torch.float64, device=self.mean.device)
+        if not torch.isfinite(s).all() or (s <= 0).any():
+            raise ValueError(f"sigma must be finite and > 0, got {sigma}")
+        return self.eigenvalues / (self.eigenvalues + s[..., None] ** 2)
+
+    def weight(self, sigma: float) -> torch.Tensor:
+        """W_G = Sigma (Sigma + sigma^2 I)^-1 = U diag(l/(l+sigma^2)) U^T, shape [d, d] (paper section 2)."""
+        g = self.shrinkage(float(sigma))
+        return (self.eigenvectors * g) @ self.eigenvectors.T
+
+    def bias(self, sigma: float) -> torch.Tensor:
+        """b_G = (I - W_G) mu, shape [d]."""
+        return self.mean - self.weight(sigma) @ self.mean
+
+    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        x = as_images(x)
+        image_shape_matches(x, self.shape, "GaussianDenoiser")
+        s = as_sigma(sigma, x.shape[0], self.mean.device)
+        xf = x.reshape(x.shape[0], -1).to(self.mean.device, torch.float64) - self.mean
+        coeff = (xf @ self.eigenvectors) * self.shrinkage(s)
+        out = self.mean + coeff @ self.eigenvectors.T
+        return out.reshape(x.shape).to(device=x.device, dtype=x.dtype)
+
+
+class EmpiricalDenoiser(nn.Module):
+    """Optimal denoiser of the empirical distribution ("multi-delta"), paper section 2:
+    D_M(x; sigma) = sum_i softmax_i(-||x - y_i||^2 / 2 sigma^2) y_i.
+
+    The softmax runs over chunks of ``chunk_size`` training images with a running log-sum-exp, so
+    memory is O(B * chunk_size) whatever N, and it stays finite down to sigma = 0.002.
+    """
+
+    def __init__(self, X: torch.Tensor, chunk_size: int = 4096, dtype: torch.dtype = torch.float64, device=None):
+        super().__init__()
+        X = _flat_data(X)
+        self.chunk_size = positive_int(chunk_size, "chunk_size")
+        self.shape = tuple(int(s) for s in X.shape[1:])
+        data = X.reshape(X.shape[0], -1).to(device=device or X.device, dtype=dtype)
+        self.register_buffer("data", data)
+        self.register_buffer("sqnorms", data.square().sum(1))
+
+    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        x = as_images(x)
+        image_shape_matches(x, self.shape, "EmpiricalDenoiser")
+        b = x.shape[0]
+        xf = x.reshape(b, -1).to(self.data.device, self.data.dtype)
+        inv = 1.0 / (2 * as_sigma(sigma, b, self.data.device, self.data.dtype) ** 2)
+        xsq = xf.square().sum(1, keepdim=True)
+        run_max = torch.full((b,), -math.inf, dtype=self.data.dtype, device=self.data.device)
+        run_sum = torch.zeros(b, dtype=self.data.dtype, device=self.data.device)
+        acc = torch.zeros_like(xf)
+        for s in range(0, self.data.shape[0], self.chunk_size):
+            y = self.data[s:s + self.chunk_size]
+            dist = (xsq + self.sqnorms[s:s + self.chunk_size] - 2 * xf @ y.T).clamp_min(0)
+            logits = -dist * inv[:, None]
+            new_max = torch.maximum(run_max, logits.max(1).values)
+            w = torch.exp(logits - new_max[:, None])
+            rescale = torch.exp(run_max - new_max)
+            run_sum = run_sum * rescale + w.sum(1)
+            acc = acc * rescale[:, None] + w @ y
+            run_max = new_max
+        return (acc / run_sum[:, None]).reshape(x.shape).to(device=x.device, dtype=x.dtype)
+
+
+class EDMDenoiser(nn.Module):
+    """A network F wrapped with EDM preconditioning: D(x; sigma) = c_skip x + c_out F(c_in x; c_noise).
+
+    Paper section 1. The skip and output mixing run in the dtype of ``x`` (float64 in samplers), the
+    network in its own parameter dtype.
+    """
+
+    def __init__(self, net: nn.Module, sigma_data: float = 0.5):
+        super().__init__()
+        self.net = net
+        self.sigma_data = float(sigma_data)
+        self.shape = (int(net.in_channels), int(net.resolution), int(net.resolution))
+
+    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        x = as_images(x)
+        image_shape_matches(x, self.shape, "EDMDenoiser")
+        param = next(self.net.parameters())
+        s = as_sigma(sigma, x.shape[0], param.device, torch.float64)
+        c_skip, c_out, c_in, c_noise = (c.view(-1, 1, 1, 1) for c in edm_scalings(s, self.sigma_data))
+        xd = x.to(param.device)
+        f = self.net((c_in.to(param.dtype) * xd.to(param.dtype)), c_noise.view(-1).to(param.dtype))
+        out = c_skip.to(xd.dtype) * xd + c_out.to(xd.dtype) * f.to(xd.dtype)
+        return out.to(x.device)

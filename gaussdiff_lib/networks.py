@@ -1,0 +1,151 @@
+"""A compact EDM-style UNet, the raw network F of D(x; sigma) = c_skip x + c_out F(c_in x; c_noise).
+
+Written from the description of the DDPM++/NCSN++ family in Karras et al. (2022), section 5 and
+appendix F: residual blocks with group normalisation and SiLU, a sinusoidal embedding of c_noise
+that modulates every block, average-pool downsampling, nearest-neighbour upsampling and skip
+connections between matching resolutions. ``channels`` is the paper's "channel size"
+(``model_channels``), the knob of the capacity experiments (paper section 1, claim 7).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+__all__ = ["UNet"]
+
+
+def _groups(ch: int) -> int:
+    """Largest group count <= 32 that divides ch, with at least 4 channels a group when possible."""
+    for g in (32, 16, 8, 4, 2, 1):
+        if ch % g == 0 and ch // g >= min(4, ch):
+            return g
+    return 1
+
+
+class _NoiseEmbedding(nn.Module):
+    """Sinusoidal embedding of the scalar c_noise followed by a two-layer MLP."""
+
+    def __init__(self, dim: int, out: int):
+        super().__init__()
+        self.dim = dim
+        self.mlp = nn.Sequential(nn.Linear(dim, out), nn.SiLU(), nn.Linear(out, out))
+
+    def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
+        half = self.dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=c_noise.device, dtype=torch.float32) / half)
+        args = c_noise.float()[:, None] * freqs[None, :]
+        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=1))
+
+
+class _ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice, the embedding applied as a per-channel scale and shift in between."""
+
+    def __init__(self, cin: int, cout: int, emb: int, dropout: float):
+        super().__init__()
+        self.norm0 = nn.GroupNorm(_groups(cin), cin)
+        self.conv0 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.affine = nn.Linear(emb, 2 * cout)
+        self.norm1 = nn.GroupNorm(_groups(cout), cout)
+        self.dropout = nn.Dropout(dropout)
+        self.conv1 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+        # Start each block close to the identity, as EDM does with its near-zero init of the last conv.
+        nn.init.zeros_(self.conv1.weight)
+        nn.init.zeros_(self.conv1.bias)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv0(F.silu(self.norm0(x)))
+        scale, shift = self.affine(emb)[:, :, None, None].chunk(2, dim=1)
+        h = F.silu(self.norm1(h) * (1 + scale) + shift)
+        h = self.conv1(self.dropout(h))
+        return (h + self.skip(x)) / math.sqrt(2)
+
+
+class UNet(nn.Module):
+    """Compact UNet F(x_in; c_noise) -> same shape as x_in.
+
+    Args:
+        in_channels: image channels C (1 for Fashion-MNIST, 3 for FFHQ/CIFAR-10).
+        channels: base width, the paper's "channel size" (model_channels).
+        resolution: image side H = W; must be divisible by 2**(len(channel_mult) - 1).
+        channel_mult: width multiplier per resolution level (EDM FFHQ: 1, 2, 2, 2).
+        num_blocks: residual blocks per level in the encoder (the decoder has one more).
+        dropout: dropout probability inside residual blocks (EDM FFHQ: 0.05).
+        seed: if given, initialise the weights from this seed without touching the global RNG.
+    """
+
+    def __init__(self, in_channels: int = 1, channels: int = 32, resolution: int = 16,
+                 channel_mult: tuple[int, ...] = (1, 2, 2), num_blocks: int = 1, dropout: float = 0.0,
+                 seed: int | None = None):
+        super().__init__()
+        if seed is not None:  # deterministic initialisation that leaves the global RNG untouched
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                self._build(in_channels, channels, resolution, channel_mult, num_blocks, dropout)
+        else:
+            self._build(in_channels, channels, resolution, channel_mult, num_blocks, dropout)
+
+    def _build(self, in_channels, channels, resolution, channel_mult, num_blocks, dropout):
+        channel_mult = tuple(int(m) for m in channel_mult)
+        if in_channels < 1 or channels < 1 or num_blocks < 1 or not channel_mult or min(channel_mult) < 1:
+            raise ValueError(
+                f"UNet needs positive sizes, got in_channels={in_channels}, channels={channels}, "
+                f"num_blocks={num_blocks}, channel_mult={channel_mult}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        factor = 2 ** (len(channel_mult) - 1)
+        if resolution < factor or resolution % factor:
+            raise ValueError(
+                f"resolution {resolution} must be a positive multiple of {factor} for {len(channel_mult)} "
+                f"levels (channel_mult={channel_mult}); use fewer levels or resize the data")
+        self.config = dict(in_channels=int(in_channels), channels=int(channels), resolution=int(resolution),
+                           channel_mult=list(channel_mult), num_blocks=int(num_blocks), dropout=float(dropout))
+        self.in_channels, self.resolution = int(in_channels), int(resolution)
+        emb = 4 * channels
+        self.embed = _NoiseEmbedding(channels if channels % 2 == 0 else channels + 1, emb)
+        self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
+
+        widths = [channels * m for m in channel_mult]
+        self.down = nn.ModuleList()
+        skips = [channels]
+        cur = channels
+        for level, w in enumerate(widths):
+            for _ in range(num_blocks):
+                self.down.append(_ResBlock(cur, w, emb, dropout))
+                cur = w
+                skips.append(cur)
+            if level < len(widths) - 1:
+                self.down.append(nn.AvgPool2d(2))
+                skips.append(cur)
+        self.mid = nn.ModuleList([_ResBlock(cur, cur, emb, dropout), _ResBlock(cur, cur, emb, dropout)])
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(widths))):
+            w = widths[level]
+            for _ in range(num_blocks + 1):
+                self.up.append(_ResBlock(cur + skips.pop(), w, emb, dropout))
+                cur = w
+            if level > 0:
+                self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
+        self.norm_out = nn.GroupNorm(_groups(cur), cur)
+        self.conv_out = nn.Conv2d(cur, in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        emb = self.embed(c_noise)
+        h = self.conv_in(x)
+        hs = [h]
+        for layer in self.down:
+            h = layer(h, emb) if isinstance(layer, _ResBlock) else layer(h)
+            hs.append(h)
+        for layer in self.mid:
+            h = layer(h, emb)
+        for layer in self.up:
+            if isinstance(layer, _ResBlock):
+                h = layer(torch.cat([h, hs.pop()], dim=1), emb)
+            else:
+                h = layer(h)
+        return self.conv_out(F.silu(self.norm_out(h)))

@@ -1,0 +1,95 @@
+"""Profiles: named sets of notebook parameters (``profiles/<name>.yml``), and the book's executor.
+
+A profile maps a notebook name to the values that override its ``parameters`` cell. Three ship:
+``smoke`` (CI, about a minute a notebook), ``cpu`` (the book's default on a 2-core CPU) and
+``paper`` (the paper's settings, for a GPU). ``python -m gaussdiff_lib.profiles --profile cpu
+--out book`` executes every notebook listed in ``_toc.yml`` with papermill into ``book/``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+__all__ = ["root", "names", "load", "parameters", "execute"]
+
+
+def root() -> Path:
+    """The project folder holding ``profiles/`` and ``notebooks/`` (``$GAUSSDIFF_ROOT`` overrides)."""
+    env = os.environ.get("GAUSSDIFF_ROOT")
+    return Path(env) if env else Path(__file__).resolve().parent.parent
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in (root() / "profiles").glob("*.yml"))
+
+
+def load(profile: str) -> dict:
+    """The whole profile: {notebook name: {parameter: value}}."""
+    path = root() / "profiles" / f"{profile}.yml"
+    if not path.exists():
+        raise ValueError(f"unknown profile {profile!r}; choose one of {names()}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError(f"{path} must map notebook names to parameter maps")
+    return data
+
+
+def parameters(notebook: str, profile: str) -> dict:
+    """The parameters a profile sets for one notebook (empty: the notebook's own defaults)."""
+    return dict(load(profile).get(notebook, {}))
+
+
+def notebooks() -> list[Path]:
+    return sorted((root() / "notebooks").glob("*.ipynb"))
+
+
+def execute(profile: str, out: str | Path, only: list[str] | None = None, timeout: int = 3600) -> list[Path]:
+    """Execute each notebook template with papermill under ``profile`` into ``out`` (one .ipynb each)."""
+    import nbformat
+    import papermill as pm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    prof = load(profile)
+    unknown = set(prof) - {p.stem for p in notebooks()}
+    if unknown:
+        raise ValueError(f"profile {profile!r} names notebooks that do not exist: {sorted(unknown)}")
+    done = []
+    for nb in notebooks():
+        if only and nb.stem not in only:
+            continue
+        target = out / nb.name
+        params = {**prof.get(nb.stem, {}), "profile": profile}
+        t0 = time.time()
+        print(f"[{profile}] {nb.name} ...", flush=True)
+        pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name="python3",
+                            cwd=str(root()), progress_bar=False, execution_timeout=timeout)
+        # the parameter cells are kept for the record, folded away in the rendered page
+        doc = nbformat.read(target, as_version=4)
+        for cell in doc.cells:
+            tags = cell.get("metadata", {}).get("tags", [])
+            if "parameters" in tags or "injected-parameters" in tags:
+                cell["metadata"]["tags"] = sorted(set(tags) | {"hide-cell"})
+        nbformat.write(doc, target)
+        print(f"[{profile}] {nb.name} done in {time.time() - t0:.0f} s", flush=True)
+        done.append(target)
+    return done
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Execute the book's notebooks under a profile with papermill.")
+    parser.add_argument("--profile", default="cpu", help=f"one of {names()}")
+    parser.add_argument("--out", default=str(root() / "book"), help="folder for the executed notebooks")
+    parser.add_argument("--only", nargs="*", help="notebook names (without .ipynb) to run")
+    args = parser.parse_args(argv)
+    execute(args.profile, args.out, args.only)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

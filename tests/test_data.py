@@ -1,0 +1,258 @@
+"""Data loaders on fixtures built here (IDX, EDM zip, image folder, npz, CIFAR tarball) and their errors."""
+import gzip
+import io
+import json
+import pickle
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import gaussdiff_lib as gd
+from gaussdiff_lib import data
+
+
+def _idx_bytes(arr: np.ndarray) -> bytes:
+    code = {np.dtype(np.uint8): 0x08}[arr.dtype]
+    head = bytes([0, 0, code, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    return head + arr.tobytes()
+
+
+def _images(n=10, h=6, w=6, c=None, seed=0):
+    g = np.random.default_rng(seed)
+    shape = (n, h, w) if c is None else (n, h, w, c)
+    return g.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+@pytest.fixture
+def fashion_dir(tmp_path):
+    """A miniature Fashion-MNIST in the official layout: gzipped IDX files with the official names."""
+    imgs = {"train": _images(40, 28, 28), "test": _images(12, 28, 28, seed=1)}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        labels = (np.arange(len(imgs[split])) % 10).astype(np.uint8)
+        (tmp_path / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(imgs[split])))
+        (tmp_path / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(labels)))
+    return tmp_path, imgs
+
+
+def test_read_idx_plain_and_gzipped(tmp_path):
+    a = _images(5)
+    (tmp_path / "a-idx3-ubyte").write_bytes(_idx_bytes(a))
+    (tmp_path / "a-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(a)))
+    np.testing.assert_array_equal(data.read_idx(tmp_path / "a-idx3-ubyte"), a)
+    np.testing.assert_array_equal(data.read_idx(tmp_path / "a-idx3-ubyte.gz"), a)
+
+
+def test_truncated_idx(tmp_path):
+    raw = _idx_bytes(_images(5))
+    (tmp_path / "t-idx3-ubyte").write_bytes(raw[:-7])
+    with pytest.raises(ValueError, match=r"truncated IDX file .*shape \(5, 6, 6\) \(180 bytes\) but 173 bytes follow"):
+        data.read_idx(tmp_path / "t-idx3-ubyte")
+    (tmp_path / "t-idx3-ubyte.gz").write_bytes(gzip.compress(raw)[:-20])
+    with pytest.raises(ValueError, match="not a readable IDX file"):
+        data.read_idx(tmp_path / "t-idx3-ubyte.gz")
+    (tmp_path / "junk-idx3-ubyte").write_bytes(b"\x12\x34\x56\x78rest")
+    with pytest.raises(ValueError, match="is not an IDX file"):
+        data.read_idx(tmp_path / "junk-idx3-ubyte")
+
+
+def test_fashion_mnist_from_a_folder(fashion_dir):
+    root, imgs = fashion_dir
+    X = gd.data.load("fashion-mnist", root=root)
+    assert X.dtype == torch.float32 and X.shape == (40, 1, 28, 28)
+    torch.testing.assert_close(X[:, 0], torch.from_numpy(imgs["train"]).float() / 127.5 - 1)
+    assert X.min() >= -1 and X.max() <= 1
+    Xt, y = gd.data.load("fashion-mnist", split="test", root=root, labels=True)
+    assert Xt.shape == (12, 1, 28, 28) and y.tolist() == [i % 10 for i in range(12)]
+    small = gd.data.load("fashion-mnist", root=root, resolution=16, n=8, seed=2)
+    assert small.shape == (8, 1, 16, 16) and small.min() >= -1 and small.max() <= 1
+
+
+def test_fashion_mnist_from_env(fashion_dir, monkeypatch):
+    root, _ = fashion_dir
+    monkeypatch.setenv("GAUSSDIFF_DATA", str(root))
+    assert gd.data.find_fashion_mnist("train")[0].parent == root
+
+
+def test_subsets_are_nested_and_reproducible(fashion_dir):
+    root, _ = fashion_dir
+    a = gd.data.load("fashion-mnist", root=root, n=10, seed=5)
+    b = gd.data.load("fashion-mnist", root=root, n=25, seed=5)
+    rows_b = {tuple(r.flatten().tolist()) for r in b}
+    assert all(tuple(r.flatten().tolist()) in rows_b for r in a)
+    torch.testing.assert_close(a, gd.data.load("fashion-mnist", root=root, n=10, seed=5))
+    assert not torch.equal(a, gd.data.load("fashion-mnist", root=root, n=10, seed=6))
+    with pytest.raises(ValueError, match="asked for n = 41 images but the split holds only 40"):
+        gd.data.load("fashion-mnist", root=root, n=41)
+
+
+def test_resize_keeps_constant_images_constant(fashion_dir):
+    x = torch.full((2, 1, 28, 28), 0.25)
+    torch.testing.assert_close(data._resize(x, 16), torch.full((2, 1, 16, 16), 0.25))
+
+
+def test_missing_fashion_mnist_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    monkeypatch.setattr(data, "data_cache", lambda: tmp_path / "cache")
+    monkeypatch.setenv("GAUSSDIFF_DATA", str(tmp_path / "env"))
+    with pytest.raises(FileNotFoundError) as err:
+        gd.data.load("fashion-mnist", download=False)
+    msg = str(err.value)
+    assert "train-images-idx3-ubyte.gz" in msg and str(tmp_path / "debian") in msg and str(tmp_path / "env") in msg
+    assert "apt-get install dataset-fashion-mnist" in msg and "downloads are switched off" in msg
+
+
+def test_download_is_verified(tmp_path, monkeypatch):
+    payload = b"not the real file"
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: _FakeResponse(payload))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        data.download_file("http://example.invalid/f.gz", tmp_path / "f.gz", md5="0" * 32)
+    assert list(tmp_path.iterdir()) == []               # nothing half-written is left behind
+    import hashlib
+    good = data.download_file("http://example.invalid/f.gz", tmp_path / "f.gz", md5=hashlib.md5(payload).hexdigest())
+    assert good.read_bytes() == payload
+
+
+class _FakeResponse(io.BytesIO):
+    headers = {"Content-Length": "17"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.skipif(not (data.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists(),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist():
+    X = gd.data.load("fashion-mnist", split="train", resolution=16, n=1024, seed=0)
+    assert X.shape == (1024, 1, 16, 16) and X.dtype == torch.float32
+    assert -1 <= X.min() < -0.9 and 0.9 < X.max() <= 1
+    assert gd.data.load("fashion-mnist", split="test").shape == (10000, 1, 28, 28)
+
+
+def test_digits():
+    X = gd.data.load("digits")
+    assert X.shape == (1500, 1, 8, 8) and X.min() == -1 and X.max() == 1
+    assert gd.data.load("digits", split="test").shape == (297, 1, 8, 8)
+    with pytest.raises(ValueError, match="unknown split 'val' for digits"):
+        gd.data.load("digits", split="val")
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match=r"unknown dataset 'mnits'; choose one of \['cifar10', 'digits', 'fashion-mnist'\]"):
+        gd.data.load("mnits")
+
+
+def _png(arr):
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_edm_dataset_tool_zip(tmp_path):
+    imgs = _images(6, 8, 8, 3)
+    path = tmp_path / "ffhq-8x8.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for i, im in enumerate(imgs):
+            z.writestr(f"{i // 4:05d}/img{i:08d}.png", _png(im))
+        z.writestr("dataset.json", json.dumps({"labels": None}))
+    X = gd.data.load_path(path)
+    assert X.shape == (6, 3, 8, 8)
+    torch.testing.assert_close(X, torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    assert gd.data.load_path(path, resolution=4, n=3).shape == (3, 3, 4, 4)
+
+
+def test_image_folder(tmp_path):
+    imgs = _images(5, 8, 8)
+    for i, im in enumerate(imgs):
+        sub = tmp_path / ("a" if i < 3 else "b")
+        sub.mkdir(exist_ok=True)
+        Image.fromarray(im).save(sub / f"{i}.png")
+    (tmp_path / "notes.txt").write_text("ignored")
+    X = gd.data.load_path(tmp_path)
+    torch.testing.assert_close(X[:, 0], torch.from_numpy(imgs).float() / 127.5 - 1)
+    Image.fromarray(_images(1, 4, 4)[0]).save(tmp_path / "b" / "odd.png")
+    with pytest.raises(ValueError, match="mixes image sizes"):
+        gd.data.load_path(tmp_path)
+
+
+def test_npz_layouts(tmp_path):
+    nhwc = _images(4, 8, 8, 3)
+    np.savez(tmp_path / "a.npz", images=nhwc)
+    ref = torch.from_numpy(nhwc).permute(0, 3, 1, 2).float() / 127.5 - 1
+    torch.testing.assert_close(gd.data.load_path(tmp_path / "a.npz"), ref)
+    np.savez(tmp_path / "b.npz", x=ref.numpy())                        # float NCHW in [-1, 1]
+    torch.testing.assert_close(gd.data.load_path(tmp_path / "b.npz"), ref)
+    np.savez(tmp_path / "c.npz", x=ref.numpy() * 3)
+    with pytest.raises(ValueError, match=r"must already be scaled to \[-1, 1\]"):
+        gd.data.load_path(tmp_path / "c.npz")
+    np.save(tmp_path / "d.npy", _images(3, 5, 5))
+    assert gd.data.load_path(tmp_path / "d.npy").shape == (3, 1, 5, 5)
+
+
+def _cifar_batch(n, seed):
+    g = np.random.default_rng(seed)
+    return {b"data": g.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(range(n))}
+
+
+@pytest.fixture
+def cifar_tarball(tmp_path):
+    batches = {f"data_batch_{i}": _cifar_batch(3, i) for i in range(1, 6)}
+    batches["test_batch"] = _cifar_batch(4, 9)
+    path = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, batch in batches.items():
+            raw = pickle.dumps(batch, protocol=2)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return path, batches
+
+
+def test_cifar10_tarball_and_folder(cifar_tarball, tmp_path):
+    path, batches = cifar_tarball
+    X = gd.data.load("cifar10", root=path.parent)
+    assert X.shape == (15, 3, 32, 32)
+    first = torch.from_numpy(batches["data_batch_1"][b"data"][0].reshape(3, 32, 32)).float() / 127.5 - 1
+    torch.testing.assert_close(X[0], first)
+    assert gd.data.load("cifar10", split="test", root=path.parent).shape == (4, 3, 32, 32)
+    assert gd.data.load_path(path, split="test").shape == (4, 3, 32, 32)
+    with tarfile.open(path) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    torch.testing.assert_close(gd.data.load_path(tmp_path / "x"), X)
+
+
+def test_cifar_pickle_that_runs_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        raw = pickle.dumps({b"data": Evil(), b"labels": []}, protocol=2)
+        for name in [f"data_batch_{i}" for i in range(1, 6)]:
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    with pytest.raises(ValueError, match=r"refusing to load (__builtin__|builtins)\.print"):
+        gd.data.load_path(path)
+
+
+def test_missing_cifar_and_unknown_layout(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "data_cache", lambda: tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="CIFAR-10 \\(python version\\) not found"):
+        gd.data.load("cifar10", root=tmp_path / "nowhere", download=False)
+    (tmp_path / "a.csv").write_text("1,2")
+    with pytest.raises(ValueError, match="unknown data layout"):
+        gd.data.load_path(tmp_path / "a.csv")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        gd.data.load_path(tmp_path / "missing.zip")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no images"):
+        gd.data.load_path(tmp_path / "empty")

@@ -1,0 +1,93 @@
+"""Sample metrics against brute force and cases with known answers."""
+import pytest
+import torch
+
+import gaussdiff_lib as gd
+from gaussdiff_lib import metrics
+
+
+def _train(n=50, seed=0):
+    return torch.rand(n, 1, 4, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2 - 1
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_nearest_neighbours_match_brute_force(chunk):
+    T, S = _train(), _train(9, seed=1)
+    d, i = metrics.nearest_neighbours(S, T, k=3, chunk_size=chunk)
+    full = torch.cdist(S.reshape(9, -1), T.reshape(50, -1))
+    ref_d, ref_i = full.topk(3, largest=False)
+    torch.testing.assert_close(d, ref_d)
+    assert torch.equal(i, ref_i)
+
+
+def test_copies_are_memorized_and_score_zero():
+    T = _train()
+    copies = T[[4, 8, 15]]
+    assert metrics.gl_score(copies, T) == pytest.approx(0.0, abs=1e-6)
+    assert metrics.memorized_fraction(copies, T) == 1.0
+    near_copies = copies + 1e-3 * _train(3, seed=2)
+    assert metrics.memorized_fraction(near_copies, T) == 1.0
+
+
+def test_far_points_are_not_memorized():
+    T = _train()
+    far = _train(5, seed=3) + 50.0
+    assert metrics.memorized_fraction(far, T) == 0.0
+    assert metrics.gl_score(far, T) > 0.6
+    # a point exactly between two training images is not a copy (ratio 1)
+    mid = (T[0:1] + T[1:2]) / 2
+    pair = T[:2]
+    assert metrics.copy_ratio(mid, pair).item() == pytest.approx(1.0)
+
+
+def test_gl_score_formula():
+    T = _train()
+    S = _train(4, seed=5)
+    d = torch.cdist(S.reshape(4, -1), T.reshape(50, -1)).min(1).values
+    assert metrics.gl_score(S, T) == pytest.approx(float((d / S.reshape(4, -1).norm(dim=1)).mean()))
+
+
+def test_rmse_and_cosine():
+    a = _train(6)
+    b = _train(6, seed=1)
+    torch.testing.assert_close(metrics.sample_rmse(a, b), ((a - b) ** 2).reshape(6, -1).mean(1).sqrt())
+    torch.testing.assert_close(metrics.sample_cosine(a, 3 * a), torch.ones(6, dtype=torch.float64))
+    torch.testing.assert_close(metrics.sample_cosine(a, -a), -torch.ones(6, dtype=torch.float64))
+    assert metrics.sample_rmse(a, a).abs().max() == 0
+
+
+def test_summary_rows():
+    T = _train()
+    rows = metrics.sample_summary({"copies": T[:5], "far": T[:5] + 50}, T[:5], T)
+    assert [r["model"] for r in rows] == ["copies", "far"]
+    assert rows[0]["RMSE to reference"] == 0 and rows[0]["memorized fraction"] == 1.0
+    assert rows[1]["memorized fraction"] == 0.0 and rows[1]["RMSE to reference"] == pytest.approx(50.0)
+
+
+def test_metric_errors():
+    T = _train()
+    with pytest.raises(ValueError, match=r"image shapes differ, \(1, 8, 8\) vs \(1, 4, 4\)"):
+        metrics.nearest_neighbours(torch.zeros(2, 1, 8, 8), T)
+    with pytest.raises(ValueError, match="batch sizes 3 and 2 differ"):
+        metrics.sample_rmse(T[:3], T[:2])
+    with pytest.raises(ValueError, match="k = 51 exceeds the 50 training images"):
+        metrics.nearest_neighbours(T[:2], T, k=51)
+    with pytest.raises(ValueError, match=r"ratio must lie in \(0, 1\]"):
+        metrics.memorized_fraction(T[:2], T, ratio=2)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        metrics.gl_score(torch.full((1, 1, 4, 4), float("nan")), T)
+
+
+def test_plot_helpers_draw_what_they_are_given():
+    import matplotlib
+    matplotlib.use("Agg")
+    x = _train(6)
+    arr = gd.plotting.tile(x, ncols=3)
+    assert arr.shape == (2 * 5 - 1, 3 * 5 - 1)
+    assert arr[0, 0] == pytest.approx((x[0, 0, 0, 0].item() + 1) / 2)
+    assert arr[4, 4] == 1.0                                   # padding is white
+    _, idx = metrics.nearest_neighbours(x[:2], x, k=2)
+    ax = gd.plotting.neighbours(x[:2], x, idx)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["sample", "NN 1", "NN 2"]
+    table = gd.plotting.table([{"a": 1.23456, "b": "x"}])
+    assert table.data.splitlines() == ["| a | b |", "|---|---|", "| 1.23 | x |"]

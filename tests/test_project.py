@@ -1,0 +1,96 @@
+"""Project invariants: pins in sync, notebooks are clean templates, profiles name real parameters."""
+import ast
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+import gaussdiff_lib as gd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pyproject_pins():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(meta["dependencies"])
+    for extra, items in meta["optional-dependencies"].items():
+        reqs += [r for r in items if not r.startswith("gaussdiff")]
+    return reqs
+
+
+def test_every_dependency_is_pinned_exactly():
+    for req in _pyproject_pins():
+        assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[\w.]+", req), f"{req} is not pinned with =="
+
+
+def test_environment_yml_mirrors_pyproject():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert sorted(p for p in pip if not p.startswith("-e")) == sorted(_pyproject_pins())
+    assert "python=3.11" in env["dependencies"]
+
+
+def test_constraints_agree_with_pins():
+    lines = [ln.strip() for ln in (ROOT / "constraints.txt").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    pinned = {ln.split("==")[0].lower().replace("_", "-"): ln.split("==")[1] for ln in lines}
+    for req in _pyproject_pins():
+        name, version = req.split("==")
+        assert pinned.get(name.lower().replace("_", "-")) == version, f"constraints.txt disagrees on {req}"
+
+
+def _parameters(nb):
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    tree = ast.parse("".join(cell["source"]))
+    return {t.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+            for t in node.targets}
+
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_a_clean_template(path):
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert not cell["outputs"] and cell["execution_count"] is None, f"{path.name} has committed outputs"
+    params = _parameters(nb)            # literals only, or literal_eval raises
+    assert params["profile"] == "cpu"
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_profiles_set_only_existing_parameters(profile):
+    prof = gd.profiles.load(profile)
+    stems = {p.stem for p in NOTEBOOKS}
+    assert set(prof) <= stems
+    for name, params in prof.items():
+        known = _parameters(json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text()))
+        unknown = set(params) - set(known)
+        assert not unknown, f"profile {profile} sets unknown parameters of {name}: {sorted(unknown)}"
+        for key, value in params.items():
+            assert type(value) is type(known[key]) or isinstance(known[key], float) and isinstance(value, int), \
+                f"{profile}/{name}: {key} = {value!r} has another type than the default {known[key]!r}"
+
+
+def test_unknown_profile():
+    with pytest.raises(ValueError, match=r"unknown profile 'gpu'; choose one of \['cpu', 'paper', 'smoke'\]"):
+        gd.profiles.load("gpu")
+
+
+def test_toc_lists_every_notebook_and_page():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    for nb in NOTEBOOKS:
+        assert f"book/{nb.stem}" in files, f"{nb.name} is not in _toc.yml"
+    for f in files:
+        assert (ROOT / f"{f}.md").exists() or (ROOT / "notebooks" / f"{Path(f).name}.ipynb").exists(), f
+
+
+def test_readme_gives_the_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    assert "make book" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()

@@ -1,0 +1,189 @@
+"""Training: resumption equals an uninterrupted run, corrupt files are detected, the cache short-circuits."""
+import json
+
+import pytest
+import torch
+
+import gaussdiff_lib as gd
+from gaussdiff_lib import cache as gcache
+from gaussdiff_lib import training
+
+
+def _X(n=24):
+    return gd.data.load("digits", n=n, seed=0)
+
+
+def _net():
+    return gd.networks.UNet(1, 8, 8, (1, 2), seed=0)
+
+
+OPTS = dict(steps=12, batch_size=8, lr=2e-3, ema=0.9, seed=3, checkpoint_every=4, progress=False)
+
+
+def _weights(D):
+    return {k: v.clone() for k, v in D.net.state_dict().items()}
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0, msg=f"parameter {k} differs")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return _weights(training.train(_net(), _X(), run_dir=tmp_path_factory.mktemp("a"), **OPTS))
+
+
+class _Interrupt(BaseException):
+    pass
+
+
+def _interrupt_after(monkeypatch, n_saves):
+    real = gcache.save_atomic
+    count = {"n": 0}
+
+    def save(obj, path):
+        real(obj, path)
+        count["n"] += 1
+        if count["n"] >= n_saves:
+            raise _Interrupt()
+
+    monkeypatch.setattr(gcache, "save_atomic", save)
+
+
+def test_training_changes_weights_and_lowers_loss(uninterrupted):
+    init = _net().state_dict()
+    assert any(not torch.equal(init[k], uninterrupted[k]) for k in init)
+    D = training.train(_net(), _X(), **{**OPTS, "steps": 150, "log_every": 25})
+    assert D.stats[-1]["loss"] < D.stats[0]["loss"]
+
+
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch, uninterrupted):
+    _interrupt_after(monkeypatch, 2)                  # dies right after the step-8 checkpoint
+    with pytest.raises(_Interrupt):
+        training.train(_net(), _X(), run_dir=tmp_path, **OPTS)
+    monkeypatch.undo()
+    assert [p.name for p in training._checkpoints(tmp_path)] == ["checkpoint-00000004.pt", "checkpoint-00000008.pt"]
+    resumed = training.train(_net(), _X(), run_dir=tmp_path, **OPTS)
+    _assert_same(_weights(resumed), uninterrupted)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))                # each logged step once
+
+
+def test_corrupt_checkpoint_falls_back(tmp_path, monkeypatch, uninterrupted):
+    _interrupt_after(monkeypatch, 2)
+    with pytest.raises(_Interrupt):
+        training.train(_net(), _X(), run_dir=tmp_path, **OPTS)
+    monkeypatch.undo()
+    latest = tmp_path / "checkpoint-00000008.pt"
+    latest.write_bytes(latest.read_bytes()[:-100])      # truncated by a crash or a bad copy
+    with pytest.warns(RuntimeWarning, match="checkpoint-00000008.pt is corrupt"):
+        resumed = training.train(_net(), _X(), run_dir=tmp_path, **OPTS)
+    _assert_same(_weights(resumed), uninterrupted)
+
+
+def test_finished_run_loads_without_training(tmp_path, monkeypatch, uninterrupted):
+    training.train(_net(), _X(), run_dir=tmp_path, **OPTS)
+    monkeypatch.setattr(training, "edm_loss", lambda *a, **k: pytest.fail("retrained a finished run"))
+    _assert_same(_weights(training.train(_net(), _X(), run_dir=tmp_path, **OPTS)), uninterrupted)
+    _assert_same(_weights(training.load_run(tmp_path)), uninterrupted)
+
+
+def test_cache_true_trains_once(monkeypatch, uninterrupted):
+    first = training.train(_net(), _X(), cache=True, **OPTS)
+    assert first.run_dir is not None and (first.run_dir / "final.pt").exists()
+    monkeypatch.setattr(training, "edm_loss", lambda *a, **k: pytest.fail("cache miss"))
+    second = training.train(_net(), _X(), cache=True, **OPTS)
+    assert second.run_dir == first.run_dir
+    _assert_same(_weights(second), uninterrupted)
+    monkeypatch.undo()
+    other = training.train(_net(), _X(n=20), cache=True, **OPTS)   # other data: another key
+    assert other.run_dir != first.run_dir
+
+
+def test_corrupt_final_is_recomputed(tmp_path, uninterrupted):
+    training.train(_net(), _X(), run_dir=tmp_path, **OPTS)
+    final = tmp_path / "final.pt"
+    final.write_bytes(final.read_bytes()[: len(final.read_bytes()) // 2])
+    with pytest.warns(RuntimeWarning, match="final.pt is corrupt"):
+        again = training.train(_net(), _X(), run_dir=tmp_path, **OPTS)
+    _assert_same(_weights(again), uninterrupted)
+
+
+def test_snapshots_are_kept(tmp_path):
+    training.train(_net(), _X(), run_dir=tmp_path, snapshot_steps=[5, 12], **OPTS)
+    assert sorted(p.name for p in tmp_path.glob("snapshot-*.pt")) == ["snapshot-00000005.pt", "snapshot-00000012.pt"]
+    early = training.load_run(tmp_path, snapshot=5)
+    assert isinstance(early, gd.denoisers.EDMDenoiser)
+    with pytest.raises(FileNotFoundError, match="snapshot-00000007.pt not in"):
+        training.load_run(tmp_path, snapshot=7)
+
+
+def test_run_dir_of_another_run_is_refused(tmp_path):
+    training.train(_net(), _X(), run_dir=tmp_path, **OPTS)
+    with pytest.raises(ValueError, match="holds a different run"):
+        training.train(_net(), _X(), run_dir=tmp_path, **{**OPTS, "lr": 1e-3})
+
+
+@pytest.mark.parametrize("kwargs, exc, msg", [
+    (dict(X=torch.zeros(0, 1, 8, 8)), ValueError, r"X is an empty dataset \(0 images\)"),
+    (dict(X=torch.zeros(4, 3, 8, 8)), ValueError, r"the network expects images shaped \[B, 1, 8, 8\]"),
+    (dict(lr=0.0), ValueError, "lr must be finite and > 0"),
+    (dict(ema=1.0), ValueError, r"ema is a per-step decay in \[0, 1\)"),
+    (dict(steps=0), ValueError, "steps must be a positive integer"),
+    (dict(snapshot_steps=[20]), ValueError, r"snapshot_steps must lie in \[1, steps=12\]"),
+])
+def test_bad_training_input(kwargs, exc, msg):
+    args = {**OPTS, "X": _X(), **kwargs}
+    X = args.pop("X")
+    with pytest.raises(exc, match=msg):
+        training.train(_net(), X, **args)
+
+
+# --------------------------------------------------------------------------------- the cache module
+def test_cache_detects_and_recomputes_corrupt_entry(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"w": torch.arange(1000.0)}
+
+    a = gcache.cached("thing", {"p": 1}, compute, root=tmp_path)
+    b = gcache.cached("thing", {"p": 1}, compute, root=tmp_path)
+    assert len(calls) == 1 and torch.equal(a["w"], b["w"])
+    path = gcache.entry_path("thing", gcache.digest("thing", {"p": 1}), tmp_path)
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(gcache.CorruptFileError, match="is corrupt: its content does not match its SHA-256"):
+        gcache.load_verified(path)
+    with pytest.warns(RuntimeWarning, match="recomputing"):
+        c = gcache.cached("thing", {"p": 1}, compute, root=tmp_path)
+    assert len(calls) == 2 and torch.equal(c["w"], a["w"])
+    gcache.cached("thing", {"p": 2}, compute, root=tmp_path)
+    assert len(calls) == 3
+
+
+def test_foreign_file_is_rejected(tmp_path):
+    bad = tmp_path / "x.pt"
+    torch.save({"a": 1}, bad)
+    with pytest.raises(gcache.CorruptFileError, match="not a gaussdiff artifact"):
+        gcache.load_verified(bad)
+
+
+def test_digest_is_content_based():
+    a = torch.arange(6.0).reshape(2, 3)
+    assert gcache.digest(a) == gcache.digest(a.clone())
+    assert gcache.digest(a) != gcache.digest(a.reshape(3, 2))
+    assert gcache.digest(a) != gcache.digest(a.double())
+    assert gcache.digest({"x": 1, "y": 2}) == gcache.digest({"y": 2, "x": 1})
+    with pytest.raises(TypeError, match="cannot hash a object"):
+        gcache.digest(object())
+
+
+def test_gaussian_statistics_cache(monkeypatch):
+    X = _X(50)
+    G1 = gd.denoisers.GaussianDenoiser.from_data(X, cache=True)
+    monkeypatch.setattr(gd.denoisers.GaussianDenoiser, "statistics",
+                        staticmethod(lambda *a, **k: pytest.fail("recomputed cached statistics")))
+    G2 = gd.denoisers.GaussianDenoiser.from_data(X, rank=10, cache=True)
+    torch.testing.assert_close(G2.eigenvalues, G1.eigenvalues[:10])
