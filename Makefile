@@ -8,7 +8,6 @@ STAMP := $(VENV)/.installed
 PROFILE ?= cpu
 # trained networks and Gaussian statistics live here, so a rebuild after a prose change trains nothing
 export GAUSSDIFF_CACHE ?= $(CURDIR)/.cache/gaussdiff
-export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: book test venv data notebooks html smoke-book bench clean
@@ -20,10 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 data: $(STAMP)
-	$(PY) -m gaussdiff_lib.data
+	$(PY) -m gaussdiff_lib data
 
 notebooks: data
-	$(PY) -m gaussdiff_lib.profiles --profile $(PROFILE) --out book
+	$(PY) -m gaussdiff_lib execute --profile $(PROFILE) --out book
 
 html: $(STAMP)
 	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going

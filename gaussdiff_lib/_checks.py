@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 import torch
@@ -73,3 +74,10 @@ def finite_float(value, name: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return value
+
+
+def show_progress(progress: bool | None) -> bool:
+    """Resolve a ``progress`` argument: None follows ``$GAUSSDIFF_PROGRESS`` (on unless it is 0)."""
+    if progress is not None:
+        return bool(progress)
+    return os.environ.get("GAUSSDIFF_PROGRESS", "1") not in ("0", "false", "no")

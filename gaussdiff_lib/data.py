@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ._checks import positive_int
+from ._checks import positive_int, show_progress
 
 __all__ = ["DATASETS", "load", "load_path", "subset", "read_idx", "find_fashion_mnist", "to_images"]
 
@@ -398,12 +398,12 @@ def load_path(path: str | os.PathLike, resolution: int | None = None, n: int | N
             arr = read_cifar10(path, split)[0]
         else:
             files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            arr = _stack([_decode(p.read_bytes(), str(p)) for p in tqdm(files, desc="images", leave=False)], str(path))
+            arr = _stack([_decode(p.read_bytes(), str(p)) for p in tqdm(files, desc="images", leave=False, disable=not show_progress(None))], str(path))
     elif name.endswith(".zip"):
         try:
             with zipfile.ZipFile(path) as z:
                 members = sorted(m for m in z.namelist() if Path(m).suffix.lower() in IMAGE_SUFFIXES)
-                arr = _stack([_decode(z.read(m), f"{path}:{m}") for m in tqdm(members, desc="images", leave=False)],
+                arr = _stack([_decode(z.read(m), f"{path}:{m}") for m in tqdm(members, desc="images", leave=False, disable=not show_progress(None))],
                              str(path))
         except zipfile.BadZipFile as exc:
             raise ValueError(f"{path} is not a readable zip archive ({exc})") from exc
@@ -425,8 +425,3 @@ def load_path(path: str | os.PathLike, resolution: int | None = None, n: int | N
     images = to_images(arr)
     idx = subset(images.shape[0], n, seed)
     return _resize(images[idx], resolution)
-
-
-if __name__ == "__main__":  # `python -m gaussdiff_lib.data`: make sure the book's default data is present
-    for split in ("train", "test"):
-        print("fashion-mnist", split, *find_fashion_mnist(split))

@@ -2,14 +2,12 @@
 
 A profile maps a notebook name to the values that override its ``parameters`` cell. Three ship:
 ``smoke`` (CI, about a minute a notebook), ``cpu`` (the book's default on a 2-core CPU) and
-``paper`` (the paper's settings, for a GPU). ``python -m gaussdiff_lib.profiles --profile cpu
---out book`` executes every notebook listed in ``_toc.yml`` with papermill into ``book/``.
+``paper`` (the paper's settings, for a GPU). ``python -m gaussdiff_lib execute --profile cpu
+--out book`` executes every notebook in ``notebooks/`` with papermill into ``book/``.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -50,46 +48,39 @@ def notebooks() -> list[Path]:
 
 def execute(profile: str, out: str | Path, only: list[str] | None = None, timeout: int = 3600) -> list[Path]:
     """Execute each notebook template with papermill under ``profile`` into ``out`` (one .ipynb each)."""
-    import nbformat
-    import papermill as pm
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prof = load(profile)
     unknown = set(prof) - {p.stem for p in notebooks()}
     if unknown:
         raise ValueError(f"profile {profile!r} names notebooks that do not exist: {sorted(unknown)}")
-    done = []
-    for nb in notebooks():
-        if only and nb.stem not in only:
-            continue
-        target = out / nb.name
-        params = {**prof.get(nb.stem, {}), "profile": profile}
-        t0 = time.time()
-        print(f"[{profile}] {nb.name} ...", flush=True)
-        pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name="python3",
-                            cwd=str(root()), progress_bar=False, execution_timeout=timeout)
-        # the parameter cells are kept for the record, folded away in the rendered page
-        doc = nbformat.read(target, as_version=4)
-        for cell in doc.cells:
-            tags = cell.get("metadata", {}).get("tags", [])
-            if "parameters" in tags or "injected-parameters" in tags:
-                cell["metadata"]["tags"] = sorted(set(tags) | {"hide-cell"})
-        nbformat.write(doc, target)
-        print(f"[{profile}] {nb.name} done in {time.time() - t0:.0f} s", flush=True)
-        done.append(target)
-    return done
+    # progress bars would be frozen into the pages as widgets; the executor prints its own progress
+    previous = os.environ.get("GAUSSDIFF_PROGRESS")
+    os.environ["GAUSSDIFF_PROGRESS"] = "0"
+    try:
+        return [_execute_one(nb, out / nb.name, {**prof.get(nb.stem, {}), "profile": profile}, timeout)
+                for nb in notebooks() if not only or nb.stem in only]
+    finally:
+        if previous is None:
+            os.environ.pop("GAUSSDIFF_PROGRESS", None)
+        else:
+            os.environ["GAUSSDIFF_PROGRESS"] = previous
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Execute the book's notebooks under a profile with papermill.")
-    parser.add_argument("--profile", default="cpu", help=f"one of {names()}")
-    parser.add_argument("--out", default=str(root() / "book"), help="folder for the executed notebooks")
-    parser.add_argument("--only", nargs="*", help="notebook names (without .ipynb) to run")
-    args = parser.parse_args(argv)
-    execute(args.profile, args.out, args.only)
-    return 0
+def _execute_one(nb: Path, target: Path, params: dict, timeout: int) -> Path:
+    import nbformat
+    import papermill as pm
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    t0 = time.time()
+    print(f"[{params['profile']}] {nb.name} ...", flush=True)
+    pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name="python3",
+                        cwd=str(root()), progress_bar=False, execution_timeout=timeout)
+    # the parameter cells are kept for the record, folded away in the rendered page
+    doc = nbformat.read(target, as_version=4)
+    for cell in doc.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "parameters" in tags or "injected-parameters" in tags:
+            cell["metadata"]["tags"] = sorted(set(tags) | {"hide-cell"})
+    nbformat.write(doc, target)
+    print(f"[{params['profile']}] {nb.name} done in {time.time() - t0:.0f} s", flush=True)
+    return target

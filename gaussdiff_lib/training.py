@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import cache as _cache
-from ._checks import image_shape_matches, positive_int
+from ._checks import image_shape_matches, positive_int, show_progress
 from .denoisers import EDMDenoiser, _flat_data
 from .networks import UNet
 
@@ -78,7 +78,7 @@ def _load_latest(run_dir: Path):
 def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr: float = 1e-3,
           ema: float = 0.999, run_dir: str | Path | None = None, seed: int = 0, warmup_steps: int | None = None,
           checkpoint_every: int = 500, snapshot_steps: Sequence[int] = (), sigma_data: float = 0.5,
-          P_mean: float = -1.2, P_std: float = 1.2, device=None, progress: bool = True, cache: bool = False,
+          P_mean: float = -1.2, P_std: float = 1.2, device=None, progress: bool | None = None, cache: bool = False,
           log_every: int = 50) -> EDMDenoiser:
     """Train ``net`` as an EDM denoiser on images X and return the EMA model, wrapped in :class:`EDMDenoiser`.
 
@@ -93,6 +93,7 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
         snapshot_steps: steps whose EMA weights are kept as ``snapshot-<step>.pt`` (training-time studies).
         cache: keep the run under ``cache_root()/runs/<key>`` and return it at once when already finished.
         device: where to train (default: CUDA when present, else CPU).
+        progress: show a progress bar (None: unless ``$GAUSSDIFF_PROGRESS`` is 0).
 
     Returns:
         EDMDenoiser around the EMA network in eval mode, with ``.run_dir`` and ``.stats`` (the loss log).
@@ -153,7 +154,7 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
     D = EDMDenoiser(net, sigma_data).train()
     data = X.to(device)
     n = data.shape[0]
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", disable=not progress, leave=False)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", disable=not show_progress(progress), leave=False)
     window, t0 = [], time.time()
     for step in bar:
         g = _step_generator(seed, step)
