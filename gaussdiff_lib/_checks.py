@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from typing import Sequence
 
@@ -61,7 +62,9 @@ def as_sigma(sigma, batch: int, device, dtype=torch.float64) -> torch.Tensor:
 
 
 def positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not (isinstance(value, float) and value.is_integer()):
+    """Check a count (an integer, or an integral float such as 64.0) and return it as an int >= 1."""
+    integral = isinstance(value, numbers.Integral) or isinstance(value, float) and value.is_integer()
+    if isinstance(value, bool) or not integral:
         raise TypeError(f"{name} must be a positive integer, got {value!r}")
     value = int(value)
     if value < 1:

@@ -117,13 +117,22 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
     if run_dir is None and cache:
         run_dir = _cache.cache_root() / "runs" / key[:20]
     run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is None:
+        return _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_every)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _cache.file_lock(run_dir / "train"):   # a second process asking for this run waits, then loads it
+        return _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_every)
 
+
+def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_every) -> EDMDenoiser:
+    steps, batch_size, lr, ema, seed = (options[k] for k in ("steps", "batch_size", "lr", "ema", "seed"))
+    warmup_steps, sigma_data, P_mean, P_std = (options[k] for k in ("warmup_steps", "sigma_data", "P_mean", "P_std"))
+    snapshot_steps = options["snapshot_steps"]
     net = net.to(device)
     ema_net = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     start, stats = 0, []
     if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
         opt_file = run_dir / "options.json"
         record = {"key": key, "net": net.config, "n_images": int(X.shape[0]), **options}
         if opt_file.exists():

@@ -1,5 +1,6 @@
 """Training: resumption equals an uninterrupted run, corrupt files are detected, the cache short-circuits."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -187,3 +188,29 @@ def test_gaussian_statistics_cache(monkeypatch):
                         staticmethod(lambda *a, **k: pytest.fail("recomputed cached statistics")))
     G2 = gd.denoisers.GaussianDenoiser.from_data(X, rank=10, cache=True)
     torch.testing.assert_close(G2.eigenvalues, G1.eigenvalues[:10])
+
+
+_CONCURRENT = """
+import sys, torch
+import gaussdiff_lib as gd
+X = gd.data.load("digits", n=24, seed=0)
+net = gd.networks.UNet(1, 8, 8, (1, 2), seed=0)
+D = gd.training.train(net, X, steps=40, batch_size=8, lr=2e-3, ema=0.9, seed=3, progress=False, cache=True)
+print(gd.cache.digest(D.net.state_dict()), D.run_dir)
+"""
+
+
+def test_two_processes_share_one_cached_run(tmp_path):
+    """Two processes asking for the same cached model: one trains, the other waits and loads it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GAUSSDIFF_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", _CONCURRENT], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs[0] == outs[1]                                  # same weights, same run folder
+    steps = [json.loads(line)["step"] for line in (Path(outs[0][1]) / "stats.jsonl").read_text().splitlines()]
+    assert steps == [40]                                       # trained once (log_every = 50: one final entry)
