@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import as_images, positive_int
+import math
+
+from ._checks import as_images, as_sigma, positive_int
 
 __all__ = ["nearest_neighbours", "gl_score", "memorized_fraction", "copy_ratio", "sample_rmse", "sample_cosine",
-           "sample_summary"]
+           "sample_summary", "linearity_score", "linearity_curve", "denoiser_distance", "weight_distance",
+           "singular_vector_alignment", "identity_distance", "METRICS"]
 
 
 def _flat(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -107,3 +110,101 @@ def sample_summary(samples: dict, reference: torch.Tensor, train: torch.Tensor, 
                      "memorized fraction": memorized_fraction(x, train, ratio),
                      "GL score": gl_score(x, train)})
     return rows
+
+
+# ------------------------------------------------------------------------ denoiser-level metrics
+def _noisy(images: torch.Tensor, sigma: float, seed: int, offset: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + offset)
+    noise = torch.randn(images.shape, generator=g, dtype=torch.float64)
+    return images.to(torch.float64) + sigma * noise.to(images.device)
+
+
+def _level(sigma) -> float:
+    s = float(as_sigma(sigma, 1, "cpu")[0])
+    return s
+
+
+@torch.no_grad()
+def linearity_score(D, images: torch.Tensor, sigma: float, alpha: float = 2 ** -0.5, n_pairs: int = 100,
+                    kind: str = "cos", seed: int = 0) -> float:
+    """Linearity score (paper section 3, Fig 1): for noisy pairs x_i = y_i + sigma n_i and beta = sqrt(1 - alpha^2),
+    'cos': E |cos(D(alpha x1 + beta x2), alpha D(x1) + beta D(x2))| (1 for a linear map);
+    'nmse': E ||D(alpha x1 + beta x2) - (alpha D(x1) + beta D(x2))|| / ||D(alpha x1 + beta x2)|| (0 for a linear map).
+    Pairs are drawn from ``images`` with replacement, seeded."""
+    images = as_images(images, "images")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1) (alpha^2 + beta^2 = 1), got {alpha}")
+    if kind not in ("cos", "nmse"):
+        raise ValueError(f"unknown kind {kind!r}; choose 'cos' or 'nmse'")
+    n_pairs = positive_int(n_pairs, "n_pairs")
+    s = _level(sigma)
+    beta = math.sqrt(1 - alpha ** 2)
+    g = torch.Generator().manual_seed(int(seed))
+    idx = torch.randint(images.shape[0], (2, n_pairs), generator=g)
+    x1 = _noisy(images[idx[0]], s, seed, 1)
+    x2 = _noisy(images[idx[1]], s, seed, 2)
+    mixed = D(alpha * x1 + beta * x2, s).to(torch.float64).reshape(n_pairs, -1)
+    combo = (alpha * D(x1, s).to(torch.float64) + beta * D(x2, s).to(torch.float64)).reshape(n_pairs, -1)
+    if kind == "cos":
+        return float(torch.nn.functional.cosine_similarity(mixed, combo, dim=1, eps=1e-12).abs().mean())
+    return float(((mixed - combo).norm(dim=1) / mixed.norm(dim=1).clamp_min(1e-12)).mean())
+
+
+def linearity_curve(D, images: torch.Tensor, sigmas, **kwargs) -> torch.Tensor:
+    """:func:`linearity_score` at each sigma, as a float64 tensor [S] (same pairs and noise at every sigma)."""
+    return torch.tensor([linearity_score(D, images, float(s), **kwargs) for s in sigmas], dtype=torch.float64)
+
+
+@torch.no_grad()
+def denoiser_distance(D1, D2, images: torch.Tensor, sigma: float, kind: str = "rmse", seed: int = 0) -> float:
+    """Score difference between two denoisers on the same noisy inputs y + sigma eps (paper section 3):
+    'rmse': E sqrt(||D1 - D2||^2 / d); 'nmse': E ||D1 - D2|| / ||D1||."""
+    images = as_images(images, "images")
+    if kind not in ("rmse", "nmse"):
+        raise ValueError(f"unknown kind {kind!r}; choose 'rmse' or 'nmse'")
+    s = _level(sigma)
+    x = _noisy(images, s, seed)
+    a = D1(x, s).to(torch.float64).reshape(x.shape[0], -1)
+    b = D2(x, s).to(torch.float64).reshape(x.shape[0], -1).to(a.device)
+    if kind == "rmse":
+        return float((a - b).square().mean(1).sqrt().mean())
+    return float(((a - b).norm(dim=1) / a.norm(dim=1).clamp_min(1e-12)).mean())
+
+
+def weight_distance(W: torch.Tensor, W_ref: torch.Tensor) -> float:
+    """Relative Frobenius distance ||W - W_ref||_F / ||W_ref||_F (the paper's weight 'NMSE', section 3, Fig 4)."""
+    if W.ndim != 2 or W.shape != W_ref.shape:
+        raise ValueError(f"weight_distance compares two matrices of one shape, got {tuple(W.shape)} and "
+                         f"{tuple(W_ref.shape)}")
+    ref = W_ref.to(torch.float64)
+    norm = ref.norm()
+    if norm == 0:
+        raise ValueError("W_ref is zero: the relative distance is undefined")
+    return float((W.to(ref.device, torch.float64) - ref).norm() / norm)
+
+
+def singular_vector_alignment(W: torch.Tensor, W_ref: torch.Tensor, k: int = 100):
+    """|U_W^T U_ref| of the top-k left singular vectors (paper Fig 4 right): returns (matrix [k, k], diagonal [k]).
+    A matrix aligned with itself gives the identity; k is capped at d."""
+    if W.ndim != 2 or W.shape != W_ref.shape:
+        raise ValueError(f"singular_vector_alignment compares two matrices of one shape, got {tuple(W.shape)} and "
+                         f"{tuple(W_ref.shape)}")
+    k = min(positive_int(k, "k"), W.shape[0])
+    U = torch.linalg.svd(W.to(torch.float64))[0][:, :k]
+    V = torch.linalg.svd(W_ref.to(U.device, torch.float64))[0][:, :k]
+    M = (U.T @ V).abs()
+    return M, M.diagonal().clone()
+
+
+@torch.no_grad()
+def identity_distance(D, images: torch.Tensor, sigma: float, seed: int = 0) -> float:
+    """Mean ||D(x; sigma) - x|| over noisy inputs x = y + sigma eps (paper section 3: the low-sigma diagnostic)."""
+    images = as_images(images, "images")
+    s = _level(sigma)
+    x = _noisy(images, s, seed)
+    return float((D(x, s).to(torch.float64) - x).reshape(x.shape[0], -1).norm(dim=1).mean())
+
+
+METRICS = {"linearity_score": linearity_score, "denoiser_distance": denoiser_distance,
+           "weight_distance": weight_distance, "singular_vector_alignment": singular_vector_alignment,
+           "identity_distance": identity_distance, "gl_score": gl_score, "memorized_fraction": memorized_fraction}

@@ -1,0 +1,192 @@
+"""The closed-form linear fit against exact answers, lstsq, and the Adam baseline; the linear metrics."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import gaussdiff_lib as gd
+from gaussdiff_lib.denoisers import GaussianDenoiser
+from gaussdiff_lib.linear_fit import LinearDenoiser, fit_linear, fit_linear_adam
+from gaussdiff_lib import metrics
+
+from conftest import devices
+
+
+def _images(n=300, shape=(1, 4, 4), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    d = math.prod(shape)
+    mix = torch.randn(d, d, generator=g) / math.sqrt(d)
+    return (torch.randn(n, d, generator=g) @ mix * 0.5).reshape(n, *shape)
+
+
+class Affine(nn.Module):
+    """D(x; sigma) = A_sigma x + c_sigma with sigma-dependent A and c (an exactly affine oracle)."""
+
+    def __init__(self, d, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.A = torch.randn(d, d, generator=g, dtype=torch.float64) / math.sqrt(d)
+        self.c = torch.randn(d, generator=g, dtype=torch.float64)
+
+    def forward(self, x, sigma):
+        s = float(sigma) if not torch.is_tensor(sigma) else float(sigma.reshape(-1)[0])
+        xf = x.reshape(x.shape[0], -1).double()
+        return (xf @ (self.A * (1 + s)).T + self.c * s).reshape(x.shape).to(x.dtype)
+
+
+class Recording(nn.Module):
+    """A nonlinear denoiser that keeps every input and output it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x, sigma):
+        out = torch.tanh(2 * x) * x.abs().sqrt() / (1 + float(sigma))
+        self.seen.append((x.reshape(x.shape[0], -1).double(), out.reshape(x.shape[0], -1).double()))
+        return out
+
+
+@pytest.mark.parametrize("device", devices())
+def test_fit_to_gaussian_returns_wiener_filter(device):
+    X = _images()
+    G = GaussianDenoiser.from_data(X)
+    sig = [80.0, 1.5, 0.1, 0.002]
+    L = fit_linear(G, X.to(device), sig, n_noise=2, batch_size=128, device=device)
+    for s in sig:
+        torch.testing.assert_close(L.weight(s).cpu(), G.weight(s), atol=1e-7, rtol=0)
+        torch.testing.assert_close(L.bias(s).cpu(), G.bias(s), atol=1e-7, rtol=0)
+    assert L.weights.device.type == device
+    assert all(i["samples"] == 600 and i["condition"] >= 1 for i in L.info)
+
+
+def test_fit_recovers_an_affine_map():
+    X = _images()
+    D = Affine(16)
+    L = fit_linear(D, X, [0.5, 3.0], n_noise=1, batch_size=64)
+    for s in (0.5, 3.0):
+        torch.testing.assert_close(L.weight(s), D.A * (1 + s), atol=1e-7, rtol=0)
+        torch.testing.assert_close(L.bias(s), D.c * s, atol=1e-7, rtol=0)
+
+
+def test_fit_matches_lstsq_on_a_nonlinear_denoiser():
+    X = _images(n=90)
+    D = Recording()
+    L = fit_linear(D, X, [0.7], n_noise=3, batch_size=32)
+    x = torch.cat([a for a, _ in D.seen])
+    y = torch.cat([b for _, b in D.seen])
+    assert x.shape == (270, 16)                                     # each network output computed once
+    sol = torch.linalg.lstsq(torch.cat([x, torch.ones(270, 1, dtype=torch.float64)], 1), y).solution
+    torch.testing.assert_close(L.weight(0.7), sol[:16].T, atol=1e-8, rtol=1e-8)
+    torch.testing.assert_close(L.bias(0.7), sol[16], atol=1e-8, rtol=1e-8)
+
+
+def test_linear_denoiser_contract():
+    X = _images()
+    L = fit_linear(Affine(16), X, [0.5, 3.0], n_noise=1)
+    x = _images(4, seed=3)
+    per = L(x, torch.tensor([0.5, 3.0, 3.0, 0.5]))
+    torch.testing.assert_close(per[1:2], L(x[1:2], 3.0))
+    torch.testing.assert_close(per[0:1], L(x[0:1], 0.5))
+    assert per.dtype == x.dtype
+    with pytest.raises(ValueError, match=r"sigma = 1 is not one of the fitted levels \[0.5, 3.0\]"):
+        L(x, 1.0)
+    with pytest.raises(ValueError, match=r"expects images shaped \[B, 1, 4, 4\]"):
+        L(torch.zeros(2, 1, 8, 8), 0.5)
+
+
+def test_too_few_samples_is_a_clear_error():
+    X = _images(n=5)
+    with pytest.raises(ValueError, match=r"fewer samples than unknowns: N \* n_noise = 5 \* 2 = 10 < d \+ 1 = 17"):
+        fit_linear(Affine(16), X, [1.0], n_noise=2)
+    L = fit_linear(Affine(16), X, [1.0], n_noise=2, ridge=1e-3)   # ridge makes it solvable
+    assert torch.isfinite(L.weights).all() and L.info[0]["ridge"] == 1e-3
+
+
+def test_singular_normal_equations_are_reported():
+    D = Affine(16)
+    with pytest.raises(ValueError, match="sigmas must be a non-empty list of finite values > 0"):
+        fit_linear(D, _images(), [1.0, 0.0])
+    # identical images and a noise level that underflows in float32: the inputs span nothing
+    with pytest.raises(ValueError, match=r"normal equations at sigma = 1e-200 are singular .* pass ridge > 0"):
+        fit_linear(D, torch.zeros(40, 1, 4, 4), [1e-200], n_noise=1)
+
+
+def test_adam_recipe_approaches_the_closed_form():
+    X = gd.data.load("digits", n=512, seed=0)
+    G = GaussianDenoiser.from_data(X)
+    exact = fit_linear(G, X, [1.5], n_noise=4)
+    dist = []
+    fit_linear_adam(G, X, [1.5], epochs=40, batch_size=64, lr=2e-2,
+                    callback=lambda e, s, W, b: dist.append(metrics.weight_distance(W, exact.weight(s))))
+    assert len(dist) == 40
+    assert dist[0] > 0.3 and dist[-1] < 0.1 and dist[-1] < dist[0] / 4
+    assert gd.linear_fit.adam_lr(80) == 5e-5 and gd.linear_fit.adam_lr(0.47) == 5e-4
+    assert gd.linear_fit.adam_lr(0.11664) == 5e-3 and gd.linear_fit.adam_lr(0.002) == 5e-2
+
+
+# ------------------------------------------------------------------------------------ metrics
+def test_linear_map_has_linearity_one_affine_slightly_less():
+    X = _images()
+    lin = LinearDenoiser([1.0], (torch.randn(16, 16, dtype=torch.float64) / 4)[None], torch.zeros(1, 16,
+                         dtype=torch.float64), (1, 4, 4))
+    assert metrics.linearity_score(lin, X, 1.0) == pytest.approx(1.0, abs=1e-12)
+    assert metrics.linearity_score(lin, X, 1.0, kind="nmse") == pytest.approx(0.0, abs=1e-12)
+    G = GaussianDenoiser.from_data(X + 0.5)
+    ls = metrics.linearity_score(G, X + 0.5, 1.0)
+    assert 0.5 < ls < 1 - 1e-4                                      # affine: alpha + beta != 1
+    M = gd.denoisers.EmpiricalDenoiser(X[:20])
+    assert metrics.linearity_score(M, X[:20], 0.3) < ls             # the multi-delta model is far from linear
+    curve = metrics.linearity_curve(lin, X, [1.0, 1.0])
+    assert curve.shape == (2,) and torch.allclose(curve, torch.ones(2, dtype=torch.float64))
+
+
+def test_denoiser_distances():
+    X = _images()
+    G = GaussianDenoiser.from_data(X)
+    assert metrics.denoiser_distance(G, G, X, 0.5) == 0
+    assert metrics.denoiser_distance(G, G, X, 0.5, kind="nmse") == 0
+    ident = LinearDenoiser([0.5], torch.eye(16, dtype=torch.float64)[None], torch.zeros(1, 16, dtype=torch.float64),
+                           (1, 4, 4))
+    zero = LinearDenoiser([0.5], torch.zeros(1, 16, 16, dtype=torch.float64), torch.zeros(1, 16, dtype=torch.float64),
+                          (1, 4, 4))
+    assert metrics.identity_distance(ident, X, 0.5) == pytest.approx(0.0, abs=1e-12)
+    x = X.double() + 0.5 * torch.randn(X.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert metrics.identity_distance(zero, X, 0.5) == pytest.approx(float(x.reshape(300, -1).norm(dim=1).mean()))
+    rmse = metrics.denoiser_distance(ident, zero, X, 0.5)
+    assert rmse == pytest.approx(float(x.reshape(300, -1).square().mean(1).sqrt().mean()))
+
+
+def test_weight_distance_and_alignment():
+    W = torch.diag(torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0], dtype=torch.float64))
+    Q = torch.linalg.qr(torch.randn(5, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0]
+    W = Q @ W @ Q.T
+    assert metrics.weight_distance(W, W) == 0
+    assert metrics.weight_distance(W, 2 * W) == pytest.approx(0.5)
+    M, diag = metrics.singular_vector_alignment(W, W, k=100)
+    assert M.shape == (5, 5)
+    torch.testing.assert_close(M, torch.eye(5, dtype=torch.float64), atol=1e-10, rtol=0)
+    P = torch.eye(5, dtype=torch.float64)[[1, 0, 2, 3, 4]]            # swap the top two directions' strengths
+    _, d2 = metrics.singular_vector_alignment(Q @ P @ torch.diag(torch.tensor([5.0, 4, 3, 2, 1],
+                                              dtype=torch.float64)) @ P.T @ Q.T, W, k=3)
+    torch.testing.assert_close(d2, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), atol=1e-10, rtol=0)
+
+
+def test_linear_metric_errors():
+    X = _images()
+    G = GaussianDenoiser.from_data(X)
+    with pytest.raises(ValueError, match=r"alpha must lie in \(0, 1\)"):
+        metrics.linearity_score(G, X, 1.0, alpha=1.0)
+    with pytest.raises(ValueError, match="unknown kind 'l1'"):
+        metrics.linearity_score(G, X, 1.0, kind="l1")
+    with pytest.raises(ValueError, match="unknown kind 'mse'"):
+        metrics.denoiser_distance(G, G, X, 1.0, kind="mse")
+    with pytest.raises(ValueError, match=r"compares two matrices of one shape, got \(4, 4\) and \(5, 5\)"):
+        metrics.weight_distance(torch.eye(4), torch.eye(5))
+    with pytest.raises(ValueError, match="W_ref is zero"):
+        metrics.weight_distance(torch.eye(4), torch.zeros(4, 4))
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        metrics.denoiser_distance(G, G, X, 0.0)
+    with pytest.raises(ValueError, match=r"expects images shaped \[B, 1, 4, 4\]"):
+        metrics.linearity_score(G, torch.zeros(4, 1, 8, 8), 1.0)
