@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ._checks import positive_int, show_progress
 
-__all__ = ["DATASETS", "load", "load_path", "subset", "read_idx", "find_fashion_mnist", "to_images"]
+__all__ = ["DATASETS", "load", "load_path", "load_any", "subset", "read_idx", "find_fashion_mnist", "to_images"]
 
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 # MD5 checksums of the official gzipped files, as published with the data set.
@@ -425,3 +425,14 @@ def load_path(path: str | os.PathLike, resolution: int | None = None, n: int | N
     images = to_images(arr)
     idx = subset(images.shape[0], n, seed)
     return _resize(images[idx], resolution)
+
+
+def load_any(source: str, split: str = "train", resolution: int | None = None, n: int | None = None,
+             seed: int = 0) -> torch.Tensor:
+    """A registered dataset name (see :data:`DATASETS`) or a path for :func:`load_path`: the one string a
+    notebook parameter or profile gives, e.g. 'fashion-mnist' or '~/datasets/ffhq-64x64.zip'."""
+    if source in DATASETS:
+        return load(source, split=split, resolution=resolution, n=n, seed=seed)
+    if not Path(source).expanduser().exists():
+        raise ValueError(f"{source!r} is neither a dataset name ({sorted(DATASETS)}) nor an existing path")
+    return load_path(source, resolution=resolution, n=n, seed=seed, split=split)

@@ -13,7 +13,7 @@ from ._checks import as_images, as_sigma, positive_int
 
 __all__ = ["nearest_neighbours", "gl_score", "memorized_fraction", "copy_ratio", "sample_rmse", "sample_cosine",
            "sample_summary", "linearity_score", "linearity_curve", "denoiser_distance", "weight_distance",
-           "singular_vector_alignment", "identity_distance", "METRICS"]
+           "singular_vector_alignment", "identity_distance", "distance_curve", "METRICS"]
 
 
 def _flat(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -169,6 +169,11 @@ def denoiser_distance(D1, D2, images: torch.Tensor, sigma: float, kind: str = "r
     if kind == "rmse":
         return float((a - b).square().mean(1).sqrt().mean())
     return float(((a - b).norm(dim=1) / a.norm(dim=1).clamp_min(1e-12)).mean())
+
+
+def distance_curve(D1, D2, images: torch.Tensor, sigmas, **kwargs) -> torch.Tensor:
+    """:func:`denoiser_distance` at each sigma, as a float64 tensor [S]."""
+    return torch.tensor([denoiser_distance(D1, D2, images, float(s), **kwargs) for s in sigmas], dtype=torch.float64)
 
 
 def weight_distance(W: torch.Tensor, W_ref: torch.Tensor) -> float:

@@ -26,7 +26,7 @@ from ._checks import image_shape_matches, positive_int, show_progress
 from .denoisers import EDMDenoiser, _flat_data
 from .networks import UNet
 
-__all__ = ["edm_loss", "train", "load_run", "run_key", "default_device"]
+__all__ = ["edm_loss", "train", "train_unet", "load_run", "run_key", "default_device"]
 
 
 def default_device() -> torch.device:
@@ -251,3 +251,15 @@ def load_run(run_dir: str | Path, snapshot: int | None = None, device=None) -> E
     net = UNet(**options["net"])
     net.load_state_dict(_cache.load_verified(path, map_location=device or "cpu")["ema"])
     return _wrap(net.to(device or "cpu"), options.get("sigma_data", 0.5), run_dir)
+
+
+def train_unet(X: torch.Tensor, channels: int, channel_mult="1,2", num_blocks: int = 1, dropout: float = 0.0,
+               seed: int = 0, **train_kwargs) -> EDMDenoiser:
+    """Build a :class:`~gaussdiff_lib.networks.UNet` sized for X (initialised from ``seed``) and train it
+    with :func:`train` (``cache=True`` unless given), so every chapter asking for the same model shares one
+    cached run. ``channel_mult`` may be a tuple or a string such as "1,2,2"."""
+    if isinstance(channel_mult, str):
+        channel_mult = tuple(int(m) for m in channel_mult.split(","))
+    net = UNet(int(X.shape[1]), channels, int(X.shape[-1]), channel_mult, num_blocks, dropout, seed=seed)
+    train_kwargs.setdefault("cache", True)
+    return train(net, X, seed=seed, **train_kwargs)

@@ -256,3 +256,11 @@ def test_missing_cifar_and_unknown_layout(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no images"):
         gd.data.load_path(tmp_path / "empty")
+
+
+def test_load_any_takes_names_and_paths(tmp_path):
+    np.savez(tmp_path / "a.npz", images=_images(4, 8, 8))
+    assert gd.data.load_any(str(tmp_path / "a.npz")).shape == (4, 1, 8, 8)
+    assert gd.data.load_any("digits", n=5).shape == (5, 1, 8, 8)
+    with pytest.raises(ValueError, match="is neither a dataset name"):
+        gd.data.load_any("fashion-mnits")

@@ -214,3 +214,11 @@ def test_two_processes_share_one_cached_run(tmp_path):
     assert outs[0] == outs[1]                                  # same weights, same run folder
     steps = [json.loads(line)["step"] for line in (Path(outs[0][1]) / "stats.jsonl").read_text().splitlines()]
     assert steps == [40]                                       # trained once (log_every = 50: one final entry)
+
+
+def test_train_unet_shares_the_cached_run():
+    D = training.train_unet(_X(), channels=8, channel_mult="1,2", steps=12, batch_size=8, lr=2e-3, ema=0.9,
+                            seed=0, progress=False)
+    net = gd.networks.UNet(1, 8, 8, (1, 2), seed=0)
+    same = training.train(net, _X(), steps=12, batch_size=8, lr=2e-3, ema=0.9, seed=0, progress=False, cache=True)
+    assert D.run_dir == same.run_dir
