@@ -40,6 +40,7 @@ test: data
 bench: $(STAMP)
 	$(PY) benchmarks/gaussian_sampling.py
 	$(PY) benchmarks/empirical_memory.py
+	$(PY) benchmarks/linear_fit.py
 
 clean:
 	rm -rf _build book/*.ipynb

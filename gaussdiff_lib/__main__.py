@@ -14,12 +14,13 @@ def main(argv=None) -> int:
     ex.add_argument("--profile", default="cpu", help=f"one of {profiles.names()}")
     ex.add_argument("--out", default=str(profiles.root() / "book"), help="folder for the executed notebooks")
     ex.add_argument("--only", nargs="*", help="notebook names (without .ipynb) to run")
+    ex.add_argument("--force", action="store_true", help="re-execute notebooks that are up to date")
     args = parser.parse_args(argv)
     if args.command == "data":
         for split in ("train", "test"):
             print("fashion-mnist", split, *data.find_fashion_mnist(split))
     else:
-        profiles.execute(args.profile, args.out, args.only)
+        profiles.execute(args.profile, args.out, args.only, force=args.force)
     return 0
 
 

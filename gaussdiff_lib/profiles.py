@@ -46,8 +46,22 @@ def notebooks() -> list[Path]:
     return sorted((root() / "notebooks").glob("*.ipynb"))
 
 
-def execute(profile: str, out: str | Path, only: list[str] | None = None, timeout: int = 3600) -> list[Path]:
-    """Execute each notebook template with papermill under ``profile`` into ``out`` (one .ipynb each)."""
+def execution_key(nb: Path, params: dict) -> str:
+    """Hash of what an executed notebook depends on: its template, its parameters and the library's source."""
+    from .cache import digest
+
+    lib = Path(__file__).resolve().parent
+    sources = {p.name: p.read_text() for p in sorted(lib.glob("*.py"))}
+    return digest(nb.read_text(), params, sources)
+
+
+def execute(profile: str, out: str | Path, only: list[str] | None = None, timeout: int = 3600,
+            force: bool = False) -> list[Path]:
+    """Execute each notebook template with papermill under ``profile`` into ``out`` (one .ipynb each).
+
+    A notebook whose executed copy in ``out`` was made from the same template, parameters and library
+    source is left as it is (``force=True`` re-executes it); trained models are cached separately.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prof = load(profile)
@@ -58,7 +72,7 @@ def execute(profile: str, out: str | Path, only: list[str] | None = None, timeou
     previous = os.environ.get("GAUSSDIFF_PROGRESS")
     os.environ["GAUSSDIFF_PROGRESS"] = "0"
     try:
-        return [_execute_one(nb, out / nb.name, {**prof.get(nb.stem, {}), "profile": profile}, timeout)
+        return [_execute_one(nb, out / nb.name, {**prof.get(nb.stem, {}), "profile": profile}, timeout, force)
                 for nb in notebooks() if not only or nb.stem in only]
     finally:
         if previous is None:
@@ -67,10 +81,19 @@ def execute(profile: str, out: str | Path, only: list[str] | None = None, timeou
             os.environ["GAUSSDIFF_PROGRESS"] = previous
 
 
-def _execute_one(nb: Path, target: Path, params: dict, timeout: int) -> Path:
+def _execute_one(nb: Path, target: Path, params: dict, timeout: int, force: bool) -> Path:
     import nbformat
     import papermill as pm
 
+    key = execution_key(nb, params)
+    if not force and target.exists():
+        try:
+            done = nbformat.read(target, as_version=4).metadata.get("gaussdiff", {}).get("execution_key")
+        except Exception:  # an unreadable executed copy is simply redone
+            done = None
+        if done == key:
+            print(f"[{params['profile']}] {nb.name} is up to date", flush=True)
+            return target
     t0 = time.time()
     print(f"[{params['profile']}] {nb.name} ...", flush=True)
     pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name="python3",
@@ -81,6 +104,8 @@ def _execute_one(nb: Path, target: Path, params: dict, timeout: int) -> Path:
         tags = cell.get("metadata", {}).get("tags", [])
         if "parameters" in tags or "injected-parameters" in tags:
             cell["metadata"]["tags"] = sorted(set(tags) | {"hide-cell"})
+    doc.metadata["gaussdiff"] = {"execution_key": key, "profile": params["profile"],
+                                 "seconds": round(time.time() - t0, 1)}
     nbformat.write(doc, target)
     print(f"[{params['profile']}] {nb.name} done in {time.time() - t0:.0f} s", flush=True)
     return target

@@ -94,3 +94,21 @@ def test_readme_gives_the_two_commands():
     readme = (ROOT / "README.md").read_text()
     assert "make book" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_up_to_date_notebooks_are_not_re_executed(tmp_path, monkeypatch):
+    import nbformat
+    import papermill
+
+    nb = gd.profiles.notebooks()[0]
+    params = {**gd.profiles.parameters(nb.stem, "smoke"), "profile": "smoke"}
+    key = gd.profiles.execution_key(nb, params)
+    assert key != gd.profiles.execution_key(nb, {**params, "seed": 1})
+    done = nbformat.v4.new_notebook(metadata={"gaussdiff": {"execution_key": key}})
+    nbformat.write(done, tmp_path / nb.name)
+    calls = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: calls.append(a))
+    gd.profiles.execute("smoke", tmp_path, only=[nb.stem])
+    assert calls == []                                          # up to date: skipped
+    gd.profiles.execute("smoke", tmp_path, only=[nb.stem], force=True)   # forced: papermill is called
+    assert len(calls) == 1
