@@ -117,6 +117,8 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
     if run_dir is None and cache:
         run_dir = _cache.cache_root() / "runs" / key[:20]
     run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is None and snapshot_steps:
+        raise ValueError("snapshot_steps are written into the run folder: pass run_dir= or cache=True")
     if run_dir is None:
         return _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_every)
     run_dir.mkdir(parents=True, exist_ok=True)

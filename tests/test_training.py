@@ -119,6 +119,8 @@ def test_snapshots_are_kept(tmp_path):
     assert isinstance(early, gd.denoisers.EDMDenoiser)
     with pytest.raises(FileNotFoundError, match="snapshot-00000007.pt not in"):
         training.load_run(tmp_path, snapshot=7)
+    with pytest.raises(ValueError, match="snapshot_steps are written into the run folder"):
+        training.train(_net(), _X(), snapshot_steps=[5], **OPTS)
 
 
 def test_run_dir_of_another_run_is_refused(tmp_path):
