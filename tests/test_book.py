@@ -22,7 +22,7 @@ def smoke_book():
     (SRC / "book").mkdir(parents=True)
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(ROOT / name, SRC / name)
-    for page in (ROOT / "book").glob("*.md"):
+    for page in [*(ROOT / "book").glob("*.md"), *(ROOT / "book").glob("*.bib")]:
         shutil.copy(page, SRC / "book" / page.name)
     executed = gd.profiles.execute("smoke", SRC / "book")
     jb = Path(sys.executable).parent / "jupyter-book"
