@@ -72,13 +72,6 @@ def positive_int(value, name: str) -> int:
     return value
 
 
-def finite_float(value, name: str) -> float:
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
-
-
 def show_progress(progress: bool | None) -> bool:
     """Resolve a ``progress`` argument: None follows ``$GAUSSDIFF_PROGRESS`` (on unless it is 0)."""
     if progress is not None:

@@ -120,8 +120,8 @@ def _noisy(images: torch.Tensor, sigma: float, seed: int, offset: int = 0) -> to
 
 
 def _level(sigma) -> float:
-    s = float(as_sigma(sigma, 1, "cpu")[0])
-    return s
+    """A single noise level, validated like a denoiser's (finite, > 0)."""
+    return float(as_sigma(sigma, 1, "cpu")[0])
 
 
 @torch.no_grad()
