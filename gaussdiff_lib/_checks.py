@@ -77,3 +77,12 @@ def show_progress(progress: bool | None) -> bool:
     if progress is not None:
         return bool(progress)
     return os.environ.get("GAUSSDIFF_PROGRESS", "1") not in ("0", "false", "no")
+
+
+def as_levels(sigmas) -> list[float]:
+    """A non-empty list of noise levels, each finite and > 0 (no trailing 0 of a sampling schedule)."""
+    s = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+    if s.numel() == 0 or not torch.isfinite(s).all() or (s <= 0).any():
+        raise ValueError(f"sigmas must be a non-empty list of finite values > 0, got {s.tolist()}; "
+                         "drop the trailing 0 of a sampling schedule (edm_sigmas(10)[:-1])")
+    return s.tolist()

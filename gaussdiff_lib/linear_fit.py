@@ -16,17 +16,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import as_images, as_sigma, image_shape_matches, positive_int, show_progress
+from ._checks import as_images, as_levels, as_sigma, image_shape_matches, positive_int, show_progress
 
 __all__ = ["LinearDenoiser", "fit_linear", "fit_linear_adam", "adam_lr"]
-
-
-def _sigma_list(sigmas) -> list[float]:
-    s = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
-    if s.numel() == 0 or not torch.isfinite(s).all() or (s <= 0).any():
-        raise ValueError(f"sigmas must be a non-empty list of finite values > 0, got {s.tolist()}; "
-                         "drop the trailing 0 of a sampling schedule (edm_sigmas(10)[:-1])")
-    return s.tolist()
 
 
 class LinearDenoiser(nn.Module):
@@ -41,7 +33,7 @@ class LinearDenoiser(nn.Module):
                  shape: tuple[int, int, int], info: list[dict] | None = None):
         super().__init__()
         d = math.prod(shape)
-        sig = torch.as_tensor(_sigma_list(sigmas), dtype=torch.float64)
+        sig = torch.as_tensor(as_levels(sigmas), dtype=torch.float64)
         if weights.shape != (len(sig), d, d) or biases.shape != (len(sig), d):
             raise ValueError(f"expected weights [{len(sig)}, {d}, {d}] and biases [{len(sig)}, {d}] for images "
                              f"{tuple(shape)}, got {tuple(weights.shape)} and {tuple(biases.shape)}")
@@ -106,7 +98,7 @@ def fit_linear(D, images: torch.Tensor, sigmas, n_noise: int = 4, batch_size: in
         LinearDenoiser with ``info[i] = {"samples", "condition", "ridge"}`` per sigma.
     """
     images = as_images(images, "images")
-    levels = _sigma_list(sigmas)
+    levels = as_levels(sigmas)
     n_noise, batch_size = positive_int(n_noise, "n_noise"), positive_int(batch_size, "batch_size")
     if ridge < 0 or not math.isfinite(ridge):
         raise ValueError(f"ridge must be finite and >= 0, got {ridge}")
@@ -177,7 +169,7 @@ def fit_linear_adam(D, images: torch.Tensor, sigmas, epochs: int = 100, batch_si
     ``callback(epoch, sigma, W, b)`` is called after each epoch with the current effective W [d, d] and b [d].
     """
     images = as_images(images, "images")
-    levels = _sigma_list(sigmas)
+    levels = as_levels(sigmas)
     epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
     n, shape = images.shape[0], tuple(images.shape[1:])
     d = math.prod(shape)

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 import torch
 
 from . import plotting
-from ._checks import as_images
+from ._checks import as_images, as_levels
 
 __all__ = ["denoise_levels", "sigma_explorer"]
 
@@ -20,9 +20,7 @@ def denoise_levels(denoisers: Mapping[str, torch.nn.Module], image: torch.Tensor
     Returns {'noisy': [S, C, H, W], 'clean': [S, C, H, W], name: [S, C, H, W] for each denoiser}.
     """
     image = as_images(image, "image")[:1].to(torch.float64)
-    sig = torch.as_tensor([float(s) for s in sigmas], dtype=torch.float64)
-    if sig.numel() == 0 or (sig <= 0).any() or not torch.isfinite(sig).all():
-        raise ValueError(f"sigmas must be a non-empty list of finite values > 0, got {list(sigmas)}")
+    sig = torch.tensor(as_levels([float(s) for s in sigmas]), dtype=torch.float64)
     noise = torch.randn(image.shape[1:], generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
     noisy = image + sig.view(-1, 1, 1, 1) * noise
     out = {"clean": image.expand_as(noisy).clone(), "noisy": noisy}
