@@ -90,15 +90,23 @@ def _resize(x: torch.Tensor, resolution: int | None, chunk: int = 4096) -> torch
     return torch.cat(out).clamp_(-1.0, 1.0)
 
 
-def subset(n_total: int, n: int | None, seed: int = 0) -> torch.Tensor:
-    """Indices of a seeded subset of size n (sorted); the subsets of one seed are nested in n."""
+def subset(n_total: int, n: int | None, seed: int = 0, offset: int = 0) -> torch.Tensor:
+    """Indices of a seeded subset of size n (sorted): positions offset .. offset + n - 1 of one seeded
+    permutation. The subsets of one seed are nested in n, and ``offset=n`` gives a set disjoint from
+    ``offset=0`` (the two halves S1, S2 of the paper's Fig 9)."""
+    offset = int(offset)
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
     if n is None:
+        if offset:
+            raise ValueError("an offset needs a subset size n")
         return torch.arange(n_total)
     n = positive_int(n, "n")
-    if n > n_total:
-        raise ValueError(f"asked for n = {n} images but the split holds only {n_total}")
+    if offset + n > n_total:
+        raise ValueError(f"asked for n = {n} images" + (f" after offset {offset}" if offset else "")
+                         + f" but the split holds only {n_total}")
     perm = torch.randperm(n_total, generator=torch.Generator().manual_seed(int(seed)))
-    return perm[:n].sort().values
+    return perm[offset:offset + n].sort().values
 
 
 # ---------------------------------------------------------------------------------------------- IDX
@@ -333,7 +341,8 @@ DATASETS: dict[str, Callable] = {
 
 
 def load(name: str, split: str = "train", resolution: int | None = None, n: int | None = None, seed: int = 0,
-         root: str | os.PathLike | None = None, download: bool | None = None, labels: bool = False):
+         root: str | os.PathLike | None = None, download: bool | None = None, labels: bool = False,
+         offset: int = 0):
     """Load a named dataset (one of :data:`DATASETS`) as float32 [N, C, H, W] in [-1, 1].
 
     Args:
@@ -342,6 +351,7 @@ def load(name: str, split: str = "train", resolution: int | None = None, n: int 
         resolution: resize to resolution x resolution (antialiased bilinear); None keeps the native size.
         n: a seeded subset of n images (nested across n for one seed); None keeps all.
         seed: seed of the subset.
+        offset: skip this many images of the seeded order first (``offset=n`` is disjoint from ``offset=0``).
         root: a folder to look in first.
         download: allow (True) or forbid (False) downloading missing files; None follows GAUSSDIFF_OFFLINE.
         labels: also return the int64 class labels [N].
@@ -352,7 +362,7 @@ def load(name: str, split: str = "train", resolution: int | None = None, n: int 
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}, "
                          "or read files with gd.data.load_path(path)") from None
     x, y = loader(split, root=root, download=download)
-    idx = subset(len(x), n, seed).numpy()
+    idx = subset(len(x), n, seed, offset).numpy()
     images = _resize(to_images(x[idx]), resolution)
     return (images, torch.from_numpy(y[idx])) if labels else images
 
@@ -382,7 +392,7 @@ def _stack(images: list[np.ndarray], source: str) -> np.ndarray:
 
 
 def load_path(path: str | os.PathLike, resolution: int | None = None, n: int | None = None, seed: int = 0,
-              split: str = "train") -> torch.Tensor:
+              split: str = "train", offset: int = 0) -> torch.Tensor:
     """Read images from a file or folder as float32 [N, C, H, W] in [-1, 1].
 
     Layouts: EDM dataset-tool ``.zip`` (PNG files, ``dataset.json`` ignored), a folder of images
@@ -423,16 +433,16 @@ def load_path(path: str | os.PathLike, resolution: int | None = None, n: int | N
         raise ValueError(f"unknown data layout for {path}: expected a folder, .zip, .npz, .npy, an IDX file, "
                          "or the CIFAR-10 python .tar.gz")
     images = to_images(arr)
-    idx = subset(images.shape[0], n, seed)
+    idx = subset(images.shape[0], n, seed, offset)
     return _resize(images[idx], resolution)
 
 
 def load_any(source: str, split: str = "train", resolution: int | None = None, n: int | None = None,
-             seed: int = 0) -> torch.Tensor:
+             seed: int = 0, offset: int = 0) -> torch.Tensor:
     """A registered dataset name (see :data:`DATASETS`) or a path for :func:`load_path`: the one string a
     notebook parameter or profile gives, e.g. 'fashion-mnist' or '~/datasets/ffhq-64x64.zip'."""
     if source in DATASETS:
-        return load(source, split=split, resolution=resolution, n=n, seed=seed)
+        return load(source, split=split, resolution=resolution, n=n, seed=seed, offset=offset)
     if not Path(source).expanduser().exists():
         raise ValueError(f"{source!r} is neither a dataset name ({sorted(DATASETS)}) nor an existing path")
-    return load_path(source, resolution=resolution, n=n, seed=seed, split=split)
+    return load_path(source, resolution=resolution, n=n, seed=seed, split=split, offset=offset)

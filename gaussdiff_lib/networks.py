@@ -14,7 +14,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["UNet"]
+__all__ = ["UNet", "LinearNet", "build"]
 
 
 def _groups(ch: int) -> int:
@@ -149,3 +149,37 @@ class UNet(nn.Module):
             else:
                 h = layer(h)
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class LinearNet(nn.Module):
+    """An affine map F(x_in) = W x_in + b over flattened images, ignoring c_noise: the linear denoising
+    autoencoder of the paper's Theorem 1 and Fig 24 ("DAE-Linear"). Trained at one fixed sigma inside
+    :class:`~gaussdiff_lib.denoisers.EDMDenoiser`, D(x) = c_skip x + c_out (W c_in x + b) is affine in x, so
+    the denoising loss is minimised exactly by the Gaussian denoiser D_G of the training set.
+    W and b start at zero, as in the paper.
+    """
+
+    def __init__(self, in_channels: int = 1, resolution: int = 16, seed: int | None = None):
+        super().__init__()
+        if in_channels < 1 or resolution < 1:
+            raise ValueError(f"LinearNet needs positive sizes, got in_channels={in_channels}, resolution={resolution}")
+        self.in_channels, self.resolution = int(in_channels), int(resolution)
+        self.config = dict(arch="linear", in_channels=self.in_channels, resolution=self.resolution)
+        d = self.in_channels * self.resolution ** 2
+        self.weight = nn.Parameter(torch.zeros(d, d))
+        self.bias = nn.Parameter(torch.zeros(d))
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(x.shape[0], -1)
+        return (flat @ self.weight.T + self.bias).reshape(x.shape)
+
+
+def build(config: dict, seed: int | None = None) -> nn.Module:
+    """Rebuild a network from its ``.config`` (as stored in a run's ``options.json``)."""
+    config = dict(config)
+    arch = config.pop("arch", "unet")
+    if arch == "unet":
+        return UNet(**config, seed=seed)
+    if arch == "linear":
+        return LinearNet(**config, seed=seed)
+    raise ValueError(f"unknown network architecture {arch!r} in a run's config; expected 'unet' or 'linear'")

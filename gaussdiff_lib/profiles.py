@@ -1,6 +1,8 @@
 """Profiles: named sets of notebook parameters (``profiles/<name>.yml``), and the book's executor.
 
-A profile maps a notebook name to the values that override its ``parameters`` cell. Three ship:
+A profile maps a notebook name to the values that override its ``parameters`` cell; its reserved
+``experiments`` section names the trained networks the notebooks share (:mod:`gaussdiff_lib.experiments`).
+Three ship:
 ``smoke`` (CI, about a minute a notebook), ``cpu`` (the book's default on a 2-core CPU) and
 ``paper`` (the paper's settings, for a GPU). ``python -m gaussdiff_lib execute --profile cpu
 --out book`` executes every notebook in ``notebooks/`` with papermill into ``book/``.
@@ -13,7 +15,9 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["root", "names", "load", "parameters", "execute"]
+__all__ = ["root", "names", "load", "parameters", "execute", "EXPERIMENTS"]
+
+EXPERIMENTS = "experiments"  # the reserved profile key holding the named runs
 
 
 def root() -> Path:
@@ -39,6 +43,8 @@ def load(profile: str) -> dict:
 
 def parameters(notebook: str, profile: str) -> dict:
     """The parameters a profile sets for one notebook (empty: the notebook's own defaults)."""
+    if notebook == EXPERIMENTS:
+        raise ValueError(f"{EXPERIMENTS!r} is the profile's section of named runs, not a notebook")
     return dict(load(profile).get(notebook, {}))
 
 
@@ -46,13 +52,14 @@ def notebooks() -> list[Path]:
     return sorted((root() / "notebooks").glob("*.ipynb"))
 
 
-def execution_key(nb: Path, params: dict) -> str:
-    """Hash of what an executed notebook depends on: its template, its parameters and the library's source."""
+def execution_key(nb: Path, params: dict, experiments: dict | None = None) -> str:
+    """Hash of what an executed notebook depends on: its template, its parameters, the profile's named
+    runs and the library's source."""
     from .cache import digest
 
     lib = Path(__file__).resolve().parent
     sources = {p.name: p.read_text() for p in sorted(lib.glob("*.py"))}
-    return digest(nb.read_text(), params, sources)
+    return digest(nb.read_text(), params, experiments or {}, sources)
 
 
 def execute(profile: str, out: str | Path, only: list[str] | None = None, timeout: int = 3600,
@@ -65,14 +72,15 @@ def execute(profile: str, out: str | Path, only: list[str] | None = None, timeou
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prof = load(profile)
-    unknown = set(prof) - {p.stem for p in notebooks()}
+    unknown = set(prof) - {p.stem for p in notebooks()} - {EXPERIMENTS}
     if unknown:
         raise ValueError(f"profile {profile!r} names notebooks that do not exist: {sorted(unknown)}")
     # progress bars would be frozen into the pages as widgets; the executor prints its own progress
     previous = os.environ.get("GAUSSDIFF_PROGRESS")
     os.environ["GAUSSDIFF_PROGRESS"] = "0"
     try:
-        return [_execute_one(nb, out / nb.name, {**prof.get(nb.stem, {}), "profile": profile}, timeout, force)
+        return [_execute_one(nb, out / nb.name, {**prof.get(nb.stem, {}), "profile": profile}, timeout, force,
+                             prof.get(EXPERIMENTS))
                 for nb in notebooks() if not only or nb.stem in only]
     finally:
         if previous is None:
@@ -81,11 +89,11 @@ def execute(profile: str, out: str | Path, only: list[str] | None = None, timeou
             os.environ["GAUSSDIFF_PROGRESS"] = previous
 
 
-def _execute_one(nb: Path, target: Path, params: dict, timeout: int, force: bool) -> Path:
+def _execute_one(nb: Path, target: Path, params: dict, timeout: int, force: bool, experiments=None) -> Path:
     import nbformat
     import papermill as pm
 
-    key = execution_key(nb, params)
+    key = execution_key(nb, params, experiments)
     if not force and target.exists():
         try:
             done = nbformat.read(target, as_version=4).metadata.get("gaussdiff", {}).get("execution_key")

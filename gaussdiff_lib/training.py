@@ -22,9 +22,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import cache as _cache
-from ._checks import image_shape_matches, positive_int, show_progress
+from ._checks import as_levels, image_shape_matches, positive_int, show_progress
 from .denoisers import EDMDenoiser, _flat_data
-from .networks import UNet
+from .networks import UNet, build
 
 __all__ = ["edm_loss", "train", "train_unet", "load_run", "run_key", "default_device"]
 
@@ -35,11 +35,16 @@ def default_device() -> torch.device:
 
 
 def edm_loss(D: EDMDenoiser, y: torch.Tensor, generator: torch.Generator, P_mean: float = -1.2,
-             P_std: float = 1.2) -> torch.Tensor:
+             P_std: float = 1.2, fixed_sigma: float | None = None) -> torch.Tensor:
     """EDM loss (Karras et al. 2022, section 5; paper section 1): ln sigma ~ N(P_mean, P_std^2),
-    lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2, mean of lambda ||D(y + sigma n; sigma) - y||^2."""
+    lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2, mean of lambda ||D(y + sigma n; sigma) - y||^2.
+
+    With ``fixed_sigma`` every example is noised at that level: the loss of a denoising autoencoder
+    for one noise level (paper, Theorem 1 and Fig 24)."""
     b = y.shape[0]
     sigma = (torch.randn(b, generator=generator, dtype=torch.float64) * P_std + P_mean).exp()
+    if fixed_sigma is not None:
+        sigma = torch.full_like(sigma, float(fixed_sigma))
     noise = torch.randn(y.shape, generator=generator, dtype=torch.float32).to(y.device)
     sd = D.sigma_data
     weight = ((sigma ** 2 + sd ** 2) / (sigma * sd) ** 2).to(y.device, y.dtype).view(-1, 1, 1, 1)
@@ -78,8 +83,8 @@ def _load_latest(run_dir: Path):
 def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr: float = 1e-3,
           ema: float = 0.999, run_dir: str | Path | None = None, seed: int = 0, warmup_steps: int | None = None,
           checkpoint_every: int = 500, snapshot_steps: Sequence[int] = (), sigma_data: float = 0.5,
-          P_mean: float = -1.2, P_std: float = 1.2, device=None, progress: bool | None = None, cache: bool = False,
-          log_every: int = 50) -> EDMDenoiser:
+          P_mean: float = -1.2, P_std: float = 1.2, fixed_sigma: float | None = None, device=None,
+          progress: bool | None = None, cache: bool = False, log_every: int = 50) -> EDMDenoiser:
     """Train ``net`` as an EDM denoiser on images X and return the EMA model, wrapped in :class:`EDMDenoiser`.
 
     Args:
@@ -90,6 +95,8 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
         ema: EMA decay per step (0 disables averaging).
         run_dir: run folder for options, stats and checkpoints; an interrupted run resumes from it.
         seed: seed of batches, noise and dropout (the weight init is the network's own).
+        fixed_sigma: train at this one noise level instead of EDM's log-normal sigma: a denoising
+            autoencoder for that level (paper, Theorem 1 and Fig 24).
         snapshot_steps: steps whose EMA weights are kept as ``snapshot-<step>.pt`` (training-time studies).
         cache: keep the run under ``cache_root()/runs/<key>`` and return it at once when already finished.
         device: where to train (default: CUDA when present, else CPU).
@@ -113,6 +120,8 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
     options = dict(steps=steps, batch_size=batch_size, lr=float(lr), ema=float(ema), seed=int(seed),
                    warmup_steps=warmup_steps, sigma_data=float(sigma_data), P_mean=float(P_mean), P_std=float(P_std),
                    snapshot_steps=snapshot_steps)
+    if fixed_sigma is not None:  # only then, so the keys of diffusion runs stay as they were
+        options["fixed_sigma"] = as_levels([fixed_sigma])[0]
     key = run_key(net, X, **options)
     if run_dir is None and cache:
         run_dir = _cache.cache_root() / "runs" / key[:20]
@@ -174,7 +183,7 @@ def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_
             group["lr"] = lr * min(1.0, (step + 1) / warmup_steps)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(int(seed) * 1_000_003 + step)  # dropout masks
-            loss = edm_loss(D, data[idx.to(device)], g, P_mean, P_std)
+            loss = edm_loss(D, data[idx.to(device)], g, P_mean, P_std, options.get("fixed_sigma"))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training diverged at step {step} (loss {loss.item()}); lower lr (now {lr})")
         opt.zero_grad(set_to_none=True)
@@ -250,7 +259,7 @@ def load_run(run_dir: str | Path, snapshot: int | None = None, device=None) -> E
     if not path.exists():
         have = [p.name for p in sorted(run_dir.glob("*.pt"))]
         raise FileNotFoundError(f"{path.name} not in {run_dir}; it holds {have or 'no weights'}")
-    net = UNet(**options["net"])
+    net = build(options["net"])
     net.load_state_dict(_cache.load_verified(path, map_location=device or "cpu")["ema"])
     return _wrap(net.to(device or "cpu"), options.get("sigma_data", 0.5), run_dir)
 

@@ -66,14 +66,24 @@ def test_notebook_is_a_clean_template(path):
 def test_profiles_set_only_existing_parameters(profile):
     prof = gd.profiles.load(profile)
     stems = {p.stem for p in NOTEBOOKS}
-    assert set(prof) <= stems
+    assert set(prof) <= stems | {"experiments"}
+    assert set(prof) >= stems, f"profile {profile} leaves out notebooks {sorted(stems - set(prof))}"
+    runs, sweeps = gd.experiments.runs(profile), gd.experiments.sweeps(profile)   # both validate
     for name, params in prof.items():
+        if name == "experiments":
+            continue
         known = _parameters(json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text()))
         unknown = set(params) - set(known)
         assert not unknown, f"profile {profile} sets unknown parameters of {name}: {sorted(unknown)}"
         for key, value in params.items():
             assert type(value) is type(known[key]) or isinstance(known[key], float) and isinstance(value, int), \
                 f"{profile}/{name}: {key} = {value!r} has another type than the default {known[key]!r}"
+        # run and sweep names, whether set by the profile or left at the template's default, must exist
+        for key, value in {**known, **params}.items():
+            if key in ("large", "small", "run", "reference"):
+                assert value in runs, f"{profile}/{name}: {key} = {value!r} is not a run of the profile"
+            if key == "sweep" or key.endswith(("_sweep", "_pair")):
+                assert value in sweeps, f"{profile}/{name}: {key} = {value!r} is not a sweep of the profile"
 
 
 def test_unknown_profile():
@@ -102,8 +112,10 @@ def test_up_to_date_notebooks_are_not_re_executed(tmp_path, monkeypatch):
 
     nb = gd.profiles.notebooks()[0]
     params = {**gd.profiles.parameters(nb.stem, "smoke"), "profile": "smoke"}
-    key = gd.profiles.execution_key(nb, params)
-    assert key != gd.profiles.execution_key(nb, {**params, "seed": 1})
+    experiments = gd.profiles.load("smoke")["experiments"]
+    key = gd.profiles.execution_key(nb, params, experiments)
+    assert key != gd.profiles.execution_key(nb, {**params, "seed": 1}, experiments)
+    assert key != gd.profiles.execution_key(nb, params, {**experiments, "heldout": "elsewhere"})
     done = nbformat.v4.new_notebook(metadata={"gaussdiff": {"execution_key": key}})
     nbformat.write(done, tmp_path / nb.name)
     calls = []

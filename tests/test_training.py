@@ -1,5 +1,6 @@
 """Training: resumption equals an uninterrupted run, corrupt files are detected, the cache short-circuits."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,71 @@ def test_train_unet_shares_the_cached_run():
     net = gd.networks.UNet(1, 8, 8, (1, 2), seed=0)
     same = training.train(net, _X(), steps=12, batch_size=8, lr=2e-3, ema=0.9, seed=0, progress=False, cache=True)
     assert D.run_dir == same.run_dir
+
+
+_KILLABLE = """
+import sys, torch, gaussdiff_lib as gd
+from gaussdiff_lib import training
+X = gd.data.load("digits", n=24, seed=0)
+net = gd.networks.UNet(1, 8, 8, (1, 2), seed=0)
+training.train(net, X, run_dir=sys.argv[1], steps=400, batch_size=8, lr=2e-3, ema=0.9, seed=3,
+               checkpoint_every=7, progress=False, log_every=1)
+"""
+
+
+def test_sigkill_at_a_random_step_then_resume_matches_uninterrupted(tmp_path):
+    """A run killed with SIGKILL (no chance to clean up) resumes from its last checkpoint and ends
+    with exactly the weights of a run that was never interrupted."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    opts = dict(steps=400, batch_size=8, lr=2e-3, ema=0.9, seed=3, checkpoint_every=7, progress=False, log_every=1)
+    reference = _weights(training.train(_net(), _X(), run_dir=tmp_path / "reference", **opts))
+    run_dir = tmp_path / "killed"
+    kill_at = random.Random().randint(20, 300)  # a random step, different on each run of the suite
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(run_dir)], env=os.environ.copy())
+    stats, deadline = run_dir / "stats.jsonl", time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        lines = stats.read_text().count("\n") if stats.exists() else 0
+        if lines >= kill_at:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, f"the child finished or failed before step {kill_at} (exit {proc.returncode})"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "final.pt").exists()
+    assert list(run_dir.glob("checkpoint-*.pt")), f"no checkpoint written before the kill at step ~{kill_at}"
+    resumed = training.train(_net(), _X(), run_dir=run_dir, **opts)
+    _assert_same(_weights(resumed), reference)
+    assert [row["step"] for row in resumed.stats] == list(range(1, 401))  # each step logged once
+
+
+def test_fixed_sigma_trains_a_one_level_autoencoder(tmp_path):
+    X = _X(64)
+    D = training.train(gd.networks.LinearNet(1, 8), X, steps=300, batch_size=32, lr=1e-2, ema=0.0, fixed_sigma=0.5,
+                       progress=False)
+    G = gd.denoisers.GaussianDenoiser.from_data(X)
+    x = X + 0.5 * torch.randn(X.shape, generator=torch.Generator().manual_seed(0))
+    before = (G(x, 0.5) - x).square().mean().sqrt()
+    after = (G(x, 0.5) - D(x, 0.5)).square().mean().sqrt()
+    assert after < 0.25 * before  # Theorem 1: gradient descent on the denoising loss heads for D_G
+    with pytest.raises(ValueError, match="sigmas must be"):
+        training.train(_net(), X, steps=2, fixed_sigma=0.0, progress=False)
+
+
+def test_linear_net_is_affine_and_rebuilt_from_its_config(tmp_path):
+    net = gd.networks.LinearNet(1, 8)
+    with torch.no_grad():
+        net.weight.normal_(generator=torch.Generator().manual_seed(0))
+        net.bias.normal_(generator=torch.Generator().manual_seed(1))
+    a, b = torch.randn(2, 3, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    c = torch.zeros(3)
+    torch.testing.assert_close(net(a + b, c) - net(b, c), net(a, c) - net(torch.zeros_like(a), c))
+    rebuilt = gd.networks.build(net.config)
+    assert isinstance(rebuilt, gd.networks.LinearNet) and rebuilt.config == net.config
+    assert isinstance(gd.networks.build(_net().config), gd.networks.UNet)
+    with pytest.raises(ValueError, match="unknown network architecture"):
+        gd.networks.build({"arch": "transformer"})
