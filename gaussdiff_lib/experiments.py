@@ -271,6 +271,7 @@ class Comparison:
 
     levels: list[float]
     distance: dict[str, torch.Tensor]           # RMSE(D_theta, D_G) at each level [S]
+    delta_distance: dict[str, torch.Tensor]     # RMSE(D_theta, D_M) to the multi-delta denoiser [S]
     samples: dict[str, torch.Tensor]            # Euler samples from the shared latents
     gaussian_samples: dict[str, torch.Tensor]   # closed-form samples of each model's Gaussian
     nearest: dict[str, torch.Tensor]            # nearest training image of each sample
@@ -312,24 +313,26 @@ def compare(models, train_sets, heldout: torch.Tensor, latents: torch.Tensor, le
         gaussians: {label: GaussianDenoiser} when already built (default: from each training set, cached).
 
     Rows hold, per model: N, GL score (Eq. 14), memorized fraction (d1/d2 < 1/3), mean per-sample RMSE to
-    the Gaussian samples, RMSE(D_theta, D_G) averaged over the intermediate range [0.116, 20] and at the
-    highest level, and the minimum linearity score when measured.
+    the Gaussian samples, RMSE(D_theta, D_G) and RMSE(D_theta, D_M) (the multi-delta denoiser of the same
+    training set, paper section 2) averaged over the intermediate range [0.116, 20], RMSE(D_theta, D_G) at
+    the highest level, and the minimum linearity score when measured.
     """
     from . import metrics, sampling
-    from .denoisers import GaussianDenoiser
+    from .denoisers import EmpiricalDenoiser, GaussianDenoiser
     from .sampling import edm_sigmas
 
     if set(models) != set(train_sets):
         raise ValueError(f"models and train_sets need the same labels, got {sorted(models)} and {sorted(train_sets)}")
     levels = edm_sigmas(10)[:-1].tolist() if levels is None else as_levels(levels)
     schedule = edm_sigmas(positive_int(n_steps, "n_steps"))
-    out = Comparison(levels, {}, {}, {}, {}, {}, [])
+    out = Comparison(levels, {}, {}, {}, {}, {}, {}, [])
     for label in tqdm(list(models), desc="models", disable=not show_progress(progress) or len(models) < 2,
                       leave=False):
         D, X = models[label], train_sets[label]
         G = (gaussians or {}).get(label)
         G = GaussianDenoiser.from_data(X, device=device, cache=True) if G is None else G
         curve = metrics.distance_curve(D, G, heldout, levels, seed=seed)
+        delta = metrics.distance_curve(D, EmpiricalDenoiser(X, device=device), heldout, levels, seed=seed)
         x = sampling.euler(D, latents, schedule).cpu()
         xg = sampling.gaussian_closed_form(G, latents, schedule).cpu()
         _, idx = metrics.nearest_neighbours(x, X, k=1)
@@ -337,12 +340,14 @@ def compare(models, train_sets, heldout: torch.Tensor, latents: torch.Tensor, le
                "memorized fraction": metrics.memorized_fraction(x, X),
                "RMSE to Gaussian sample": float(metrics.sample_rmse(x, xg).mean()),
                "RMSE(θ, G) intermediate σ": _mean_in(curve, levels, *INTERMEDIATE),
+               "RMSE(θ, M) intermediate σ": _mean_in(delta, levels, *INTERMEDIATE),
                "RMSE(θ, G) at σ max": float(curve[levels.index(max(levels))])}
         if linearity_levels is not None:
             ls = metrics.linearity_curve(D, heldout, as_levels(linearity_levels), n_pairs=n_pairs, seed=seed)
             out.linearity[label] = ls
             row["min LS"] = float(ls.min())
-        out.distance[label], out.samples[label], out.gaussian_samples[label] = curve, x, xg
+        out.distance[label], out.delta_distance[label] = curve, delta
+        out.samples[label], out.gaussian_samples[label] = x, xg
         out.nearest[label] = X[idx[:, 0].cpu()].cpu()
         out.rows.append(row)
     return out

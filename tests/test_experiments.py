@@ -112,6 +112,8 @@ def test_compare_against_exact_models(project):
     assert g["RMSE(θ, G) intermediate σ"] < 1e-6 and g["min LS"] > 0.9
     assert g["RMSE to Gaussian sample"] < 0.5          # 10 Euler steps against the exact trajectory
     assert m["memorized fraction"] == 1.0 and m["GL score"] < 1e-3
+    assert float(cmp.delta_distance["M"].abs().max()) < 1e-6 and m["RMSE(θ, M) intermediate σ"] < 1e-6
+    torch.testing.assert_close(cmp.delta_distance["G"], cmp.distance["M"])   # RMSE is symmetric
     torch.testing.assert_close(cmp.nearest["M"].double(), cmp.samples["M"].double(), atol=1e-3, rtol=0)
     rows = cmp.figure_rows(n=3)
     assert list(rows) == [f"{k}: {w}" for k in ("G", "M") for w in ("samples", "nearest training", "Gaussian")]

@@ -124,3 +124,15 @@ def test_up_to_date_notebooks_are_not_re_executed(tmp_path, monkeypatch):
     assert calls == []                                          # up to date: skipped
     gd.profiles.execute("smoke", tmp_path, only=[nb.stem], force=True)   # forced: papermill is called
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_snapshot_steps_named_by_notebooks_are_kept(profile):
+    """The early-stopped pair and the training-time run need snapshots the profile actually keeps."""
+    prof = gd.profiles.load(profile)
+    nbs = {p.stem: _parameters(json.loads(p.read_text())) for p in NOTEBOOKS}
+    sg = {**nbs["strong_generalization"], **prof.get("strong_generalization", {})}
+    for name in gd.experiments.sweep(sg["small_pair"], profile):
+        assert sg["early_step"] in gd.experiments.run(name, profile).snapshots, (profile, name)
+    tt = {**nbs["training_time"], **prof.get("training_time", {})}
+    assert len(gd.experiments.run(tt["run"], profile).snapshots) >= 2
