@@ -9,6 +9,7 @@ import math
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 import numpy as np
 import torch
 
@@ -105,6 +106,7 @@ def curves(x: Sequence[float], ys: Mapping[str, Sequence[float]], ax=None, xlabe
         ax.plot(list(x), [float(v) for v in y], marker="o" if markers else None, ms=3, label=name)
     if logx:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # short log axes (epochs) would label every minor tick
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
