@@ -75,10 +75,6 @@ class Run:
         """The epoch reached after ``step`` optimizer steps."""
         return step * self.batch_size / self.n
 
-    @property
-    def label(self) -> str:
-        what = f"N = {self.n:,}, channels {self.channels}" if self.arch == "unet" else f"N = {self.n:,}, linear"
-        return what + (f", σ = {self.fixed_sigma:g}" if self.fixed_sigma is not None else "")
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Run) if f.name not in ("name", "profile")}
