@@ -221,6 +221,9 @@ def model(r: Run | str, profile: str | None = None, snapshot: int | None = None,
         raise ValueError(f"run {r.name!r} keeps snapshots at steps {list(r.snapshots) or 'none'}, not {snapshot}; "
                          "add the step to its 'snapshots' in the profile")
     device = torch.device(device) if device is not None else default_device()
+    if X is not None and X.shape[0] != r.n:
+        raise ValueError(f"X holds {X.shape[0]} images but run {r.name!r} trains on n = {r.n}; pass the run's own "
+                         "training set (gd.experiments.training_set) or leave X out")
     X = training_set(r) if X is None else X
     net = _network(r, X)
     den = train(net, X, steps=r.steps, batch_size=r.batch_size, lr=r.lr, ema=r.ema, seed=r.seed,

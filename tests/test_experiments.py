@@ -92,6 +92,8 @@ def test_model_trains_once_then_loads(project, monkeypatch):
     again = gd.experiments.model("n32", "tiny", progress=False)
     for k, v in D.net.state_dict().items():
         torch.testing.assert_close(again.net.state_dict()[k], v, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="X holds 64 images but run 'n32' trains on n = 32"):
+        gd.experiments.model("n32", "tiny", X=gd.experiments.training_set("n64", "tiny"))
     snap = gd.experiments.model("n32", "tiny", snapshot=2, progress=False)
     assert snap.step == 2 and all(row["step"] <= 2 for row in snap.stats)
     assert any((a - b).abs().max() > 0 for a, b in zip(snap.net.parameters(), D.net.parameters()))
