@@ -13,7 +13,8 @@ from matplotlib.ticker import NullFormatter
 import numpy as np
 import torch
 
-__all__ = ["to_display", "tile", "image_grid", "image_rows", "trajectory", "neighbours", "curves", "table"]
+__all__ = ["to_display", "tile", "image_grid", "image_rows", "trajectory", "neighbours", "curves", "distance_panels",
+           "table"]
 
 
 def to_display(x: torch.Tensor) -> np.ndarray:
@@ -115,6 +116,19 @@ def curves(x: Sequence[float], ys: Mapping[str, Sequence[float]], ax=None, xlabe
     if len(ys) > 1:
         ax.legend(fontsize=8)
     return ax
+
+
+def distance_panels(levels: Sequence[float], panels: Mapping[str, Mapping[str, Sequence[float]]],
+                    band: tuple[float, float] | None = None, ylabel: str = "RMSE"):
+    """Side-by-side curves over sigma sharing one y axis, one panel per entry of ``panels`` (title -> curves),
+    with ``band`` (e.g. the intermediate sigma range) shaded; returns the axes."""
+    _, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), sharey=True, squeeze=False)
+    for i, (ax, (title, ys)) in enumerate(zip(axes[0], panels.items())):
+        curves(levels, ys, ax=ax, ylabel=ylabel if i == 0 else "")
+        if band is not None:
+            ax.axvspan(*band, color="0.9", zorder=0)
+        ax.set_title(title)
+    return axes[0]
 
 
 def table(rows: Sequence[Mapping[str, object]], digits: int = 3):

@@ -89,5 +89,9 @@ def test_plot_helpers_draw_what_they_are_given():
     _, idx = metrics.nearest_neighbours(x[:2], x, k=2)
     ax = gd.plotting.neighbours(x[:2], x, idx)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["sample", "NN 1", "NN 2"]
+    axes = gd.plotting.distance_panels([80.0, 1.0, 0.1], {"to G": {"m": [3, 2, 1]}, "to M": {"m": [1, 2, 3]}},
+                                       band=(0.116, 20.0))
+    assert [a.get_title() for a in axes] == ["to G", "to M"]
+    assert [list(a.lines[0].get_ydata()) for a in axes] == [[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]]
     table = gd.plotting.table([{"a": 1.23456, "b": "x"}])
     assert table.data.splitlines() == ["| a | b |", "|---|---|", "| 1.23 | x |"]
