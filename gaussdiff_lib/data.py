@@ -152,8 +152,8 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def download_file(url: str, dest: Path, md5: str, timeout: float = 20.0) -> Path:
-    """Fetch url to dest with a progress bar, verify its MD5, and move it into place atomically."""
+def download_file(url: str, dest: Path, md5: str | None, timeout: float = 20.0) -> Path:
+    """Fetch url to dest with a progress bar, verify its MD5 (when given), and move it into place atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
@@ -163,8 +163,8 @@ def download_file(url: str, dest: Path, md5: str, timeout: float = 20.0) -> Path
                 for block in iter(lambda: r.read(1 << 16), b""):
                     f.write(block)
                     bar.update(len(block))
-        got = _md5(Path(tmp))
-        if got != md5:
+        got = _md5(Path(tmp)) if md5 else None
+        if md5 and got != md5:
             raise ValueError(f"checksum mismatch for {url}: MD5 {got}, expected {md5}; try again later")
         os.replace(tmp, dest)
         return dest

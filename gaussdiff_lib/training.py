@@ -6,11 +6,21 @@ A run folder describes itself like EDM's: ``options.json`` (everything that defi
 written atomically with a digest (:mod:`gaussdiff_lib.cache`) and verified on load. Each step draws
 its batch, noise and dropout from a generator seeded by (seed, step), so a run resumed from any
 checkpoint ends with exactly the weights of an uninterrupted one.
+
+Several processes: under ``torchrun`` (``WORLD_SIZE`` > 1) :func:`train` joins the process group
+(NCCL on GPUs, gloo on CPUs), wraps the network in ``DistributedDataParallel`` and gives each rank an
+equal slice of the same global batch: indices, noise levels and noise are drawn for the whole batch
+from the (seed, step) generator on every rank, so a run with ``batch_size`` B on k processes takes the
+same steps as one process with batch B (up to the order of floating-point sums; dropout masks differ
+per rank). Rank 0 alone writes options, logs, checkpoints, snapshots and the final weights; the run's
+key does not depend on the number of processes, so a run resumes on any world size.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
 import math
 import time
 import warnings
@@ -26,26 +36,51 @@ from ._checks import as_levels, image_shape_matches, positive_int, show_progress
 from .denoisers import EDMDenoiser, _flat_data
 from .networks import UNet, build
 
-__all__ = ["edm_loss", "train", "train_unet", "load_run", "run_key", "default_device"]
+__all__ = ["edm_loss", "train", "train_unet", "load_run", "run_key", "default_device", "distributed"]
+
+
+def distributed(backend: str | None = None) -> tuple[int, int]:
+    """(rank, world size) of this process; joins the process group that ``torchrun`` describes in the
+    environment (``WORLD_SIZE`` > 1) on first use, with ``backend`` (default: NCCL when CUDA is present,
+    else gloo). (0, 1) outside torchrun."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return 0, 1
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
 
 
 def default_device() -> torch.device:
-    """CUDA when present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when present (under torchrun: this process's GPU, ``LOCAL_RANK``), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"])) if "LOCAL_RANK" in os.environ else torch.device("cuda")
+    return torch.device("cpu")
 
 
 def edm_loss(D: EDMDenoiser, y: torch.Tensor, generator: torch.Generator, P_mean: float = -1.2,
-             P_std: float = 1.2, fixed_sigma: float | None = None) -> torch.Tensor:
+             P_std: float = 1.2, fixed_sigma: float | None = None, shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """EDM loss (Karras et al. 2022, section 5; paper section 1): ln sigma ~ N(P_mean, P_std^2),
     lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2, mean of lambda ||D(y + sigma n; sigma) - y||^2.
 
     With ``fixed_sigma`` every example is noised at that level: the loss of a denoising autoencoder
-    for one noise level (paper, Theorem 1 and Fig 24)."""
+    for one noise level (paper, Theorem 1 and Fig 24).
+
+    ``shard = (rank, world)``: y is slice ``rank`` of a global batch of ``world * len(y)`` images; the noise
+    levels and noise of the whole global batch are drawn and this slice's part is used."""
+    rank, world = shard
     b = y.shape[0]
-    sigma = (torch.randn(b, generator=generator, dtype=torch.float64) * P_std + P_mean).exp()
+    part = slice(rank * b, (rank + 1) * b)
+    sigma = (torch.randn(b * world, generator=generator, dtype=torch.float64) * P_std + P_mean).exp()[part]
     if fixed_sigma is not None:
         sigma = torch.full_like(sigma, float(fixed_sigma))
-    noise = torch.randn(y.shape, generator=generator, dtype=torch.float32).to(y.device)
+    noise = torch.randn((b * world, *y.shape[1:]), generator=generator, dtype=torch.float32)[part].to(y.device)
     sd = D.sigma_data
     weight = ((sigma ** 2 + sd ** 2) / (sigma * sd) ** 2).to(y.device, y.dtype).view(-1, 1, 1, 1)
     s = sigma.to(y.device, y.dtype).view(-1, 1, 1, 1)
@@ -84,7 +119,8 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
           ema: float = 0.999, run_dir: str | Path | None = None, seed: int = 0, warmup_steps: int | None = None,
           checkpoint_every: int = 500, snapshot_steps: Sequence[int] = (), sigma_data: float = 0.5,
           P_mean: float = -1.2, P_std: float = 1.2, fixed_sigma: float | None = None, device=None,
-          progress: bool | None = None, cache: bool = False, log_every: int = 50) -> EDMDenoiser:
+          progress: bool | None = None, cache: bool = False, log_every: int = 50,
+          until: int | None = None) -> EDMDenoiser:
     """Train ``net`` as an EDM denoiser on images X and return the EMA model, wrapped in :class:`EDMDenoiser`.
 
     Args:
@@ -101,6 +137,11 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
         cache: keep the run under ``cache_root()/runs/<key>`` and return it at once when already finished.
         device: where to train (default: CUDA when present, else CPU).
         progress: show a progress bar (None: unless ``$GAUSSDIFF_PROGRESS`` is 0).
+        until: stop after this step, keeping a checkpoint there, and return the EMA weights reached; a
+            later call with the same arguments continues (training in chunks, e.g. under a job time limit).
+
+    Under ``torchrun`` every process calls ``train`` with the same arguments; ``batch_size`` is the global
+    batch and must be divisible by the number of processes (see the module docstring).
 
     Returns:
         EDMDenoiser around the EMA network in eval mode, with ``.run_dir`` and ``.stats`` (the loss log).
@@ -116,7 +157,13 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
     snapshot_steps = sorted({int(s) for s in snapshot_steps})
     if any(s < 1 or s > steps for s in snapshot_steps):
         raise ValueError(f"snapshot_steps must lie in [1, steps={steps}], got {snapshot_steps}")
+    if until is not None and not 1 <= int(until) <= steps:
+        raise ValueError(f"until must lie in [1, steps={steps}], got {until}")
     device = torch.device(device) if device is not None else default_device()
+    rank, world = distributed("nccl" if device.type == "cuda" else "gloo")
+    if batch_size % world:
+        raise ValueError(f"batch_size {batch_size} does not split evenly over {world} processes; "
+                         f"use a multiple of {world}")
     options = dict(steps=steps, batch_size=batch_size, lr=float(lr), ema=float(ema), seed=int(seed),
                    warmup_steps=warmup_steps, sigma_data=float(sigma_data), P_mean=float(P_mean), P_std=float(P_std),
                    snapshot_steps=snapshot_steps)
@@ -126,16 +173,51 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
     if run_dir is None and cache:
         run_dir = _cache.cache_root() / "runs" / key[:20]
     run_dir = Path(run_dir) if run_dir is not None else None
-    if run_dir is None and snapshot_steps:
-        raise ValueError("snapshot_steps are written into the run folder: pass run_dir= or cache=True")
+    if run_dir is None and (snapshot_steps or until is not None):
+        raise ValueError("snapshot_steps and until are kept in the run folder: pass run_dir= or cache=True")
+    args = (net, X, run_dir, key, options, device, progress, checkpoint_every, log_every, until, (rank, world))
     if run_dir is None:
-        return _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_every)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with _cache.file_lock(run_dir / "train"):   # a second process asking for this run waits, then loads it
-        return _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_every)
+        return _run(*args)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    # a second job asking for this run waits, then loads it; the other ranks of this job follow rank 0
+    with _cache.file_lock(run_dir / "train") if rank == 0 else contextlib.nullcontext():
+        return _run(*args)
 
 
-def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_every) -> EDMDenoiser:
+def _resume_point(run_dir: Path, key: str, record: dict, device):
+    """Rank 0's look at the run folder: ('final', state), ('checkpoint', state) or ('start', None)."""
+    opt_file = run_dir / "options.json"
+    if opt_file.exists():
+        old = json.loads(opt_file.read_text())
+        if old.get("key") != key:
+            raise ValueError(f"{run_dir} holds a different run (options or data differ); "
+                             "choose another run_dir or delete that folder")
+    else:
+        opt_file.write_text(json.dumps(record, indent=2))
+    final = run_dir / "final.pt"
+    if final.exists():
+        try:
+            return "final", _cache.load_verified(final, map_location=device)
+        except _cache.CorruptFileError as exc:
+            warnings.warn(f"{exc}; resuming from the last checkpoint", RuntimeWarning, stacklevel=3)
+            final.unlink()
+    state = _load_latest(run_dir)
+    return ("checkpoint", state) if state is not None else ("start", None)
+
+
+def _share(obj, rank: int, world: int, device):
+    """Rank 0's object (a state dict, an error message ...) on every rank."""
+    if world == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
+    return box[0]
+
+
+def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_every, until, shard) -> EDMDenoiser:
     steps, batch_size, lr, ema, seed = (options[k] for k in ("steps", "batch_size", "lr", "ema", "seed"))
     warmup_steps, sigma_data, P_mean, P_std = (options[k] for k in ("warmup_steps", "sigma_data", "P_mean", "P_std"))
     snapshot_steps = options["snapshot_steps"]
@@ -143,51 +225,60 @@ def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_
     ema_net = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     start, stats = 0, []
+    rank, world = shard
+    writer = run_dir is not None and rank == 0
     if run_dir is not None:
-        opt_file = run_dir / "options.json"
-        record = {"key": key, "net": net.config, "n_images": int(X.shape[0]), **options}
-        if opt_file.exists():
-            old = json.loads(opt_file.read_text())
-            if old.get("key") != key:
-                raise ValueError(f"{run_dir} holds a different run (options or data differ); "
-                                 "choose another run_dir or delete that folder")
-        else:
-            opt_file.write_text(json.dumps(record, indent=2))
-        final = run_dir / "final.pt"
-        if final.exists():
+        found = None
+        if rank == 0:
+            record = {"key": key, "net": net.config, "n_images": int(X.shape[0]), **options}
             try:
-                state = _cache.load_verified(final, map_location=device)
-                ema_net.load_state_dict(state["ema"])
-                net.load_state_dict(state["net"])
-                return _wrap(ema_net, sigma_data, run_dir)
-            except _cache.CorruptFileError as exc:
-                warnings.warn(f"{exc}; resuming from the last checkpoint", RuntimeWarning, stacklevel=2)
-                final.unlink()
-        state = _load_latest(run_dir)
-        if state is not None:
+                found = _resume_point(run_dir, key, record, "cpu")
+            except ValueError as exc:
+                found = ("error", str(exc))
+        found = _share(found, rank, world, device)
+        kind, state = found
+        if kind == "error":
+            raise ValueError(state)
+        if kind == "final":
+            ema_net.load_state_dict(state["ema"])
+            net.load_state_dict(state["net"])
+            return _wrap(ema_net, sigma_data, run_dir)
+        if kind == "checkpoint":
             net.load_state_dict(state["net"])
             ema_net.load_state_dict(state["ema"])
             opt.load_state_dict(state["opt"])
             start = int(state["step"])
-        stats = _read_stats(run_dir, upto=start)
+        stats = _read_stats(run_dir, upto=start, rewrite=writer)
 
     D = EDMDenoiser(net, sigma_data).train()
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        D.net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     data = X.to(device)
-    n = data.shape[0]
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="train", disable=not show_progress(progress), leave=False)
+    n, local = data.shape[0], batch_size // world
+    stop = steps if until is None else int(until)
+    bar = tqdm(range(start, stop), initial=start, total=steps, desc="train",
+               disable=not show_progress(progress) or rank != 0, leave=False)
     window, t0 = [], time.time()
     for step in bar:
         g = _step_generator(seed, step)
-        idx = torch.randint(n, (batch_size,), generator=g)
+        idx = torch.randint(n, (batch_size,), generator=g)[rank * local:(rank + 1) * local]
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / warmup_steps)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(int(seed) * 1_000_003 + step)  # dropout masks
-            loss = edm_loss(D, data[idx.to(device)], g, P_mean, P_std, options.get("fixed_sigma"))
+            torch.manual_seed((int(seed) * 1_000_003 + step) * world + rank)  # dropout masks
+            loss = edm_loss(D, data[idx.to(device)], g, P_mean, P_std, options.get("fixed_sigma"), shard)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # under DDP: gradients averaged over the ranks = the gradient of the global batch
+        if world > 1:
+            import torch.distributed as dist
+
+            loss = loss.detach().clone()
+            dist.all_reduce(loss)
+            loss /= world
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training diverged at step {step} (loss {loss.item()}); lower lr (now {lr})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
         opt.step()
         with torch.no_grad():
             for pe, p in zip(ema_net.parameters(), net.parameters()):
@@ -202,10 +293,10 @@ def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_
             stats.append(entry)
             window = []
             bar.set_postfix(loss=f"{entry['loss']:.4f}")
-            if run_dir is not None:
+            if writer:
                 with open(run_dir / "stats.jsonl", "a") as f:
                     f.write(json.dumps(entry) + "\n")
-        if run_dir is not None:
+        if writer:
             if done in snapshot_steps:
                 _cache.save_atomic({"step": done, "ema": ema_net.state_dict()}, run_dir / f"snapshot-{done:08d}.pt")
             if done % checkpoint_every == 0 and done < steps:
@@ -214,17 +305,33 @@ def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_
                 for old in _checkpoints(run_dir)[:-2]:
                     old.unlink()
     bar.close()
-    if run_dir is not None:
+    if stop < steps:  # a chunk of the run: leave a checkpoint where it stopped
+        if writer and start < stop:
+            _cache.save_atomic({"step": stop, "net": net.state_dict(), "ema": ema_net.state_dict(),
+                                "opt": opt.state_dict()}, run_dir / f"checkpoint-{stop:08d}.pt")
+        _barrier(world)
+        den = _wrap(ema_net, sigma_data, None)
+        den.run_dir, den.stats = run_dir, stats
+        return den
+    if writer:
         _cache.save_atomic({"step": steps, "net": net.state_dict(), "ema": ema_net.state_dict()},
                            run_dir / "final.pt")
         for old in _checkpoints(run_dir):
             old.unlink()
-    den = _wrap(ema_net, sigma_data, run_dir)
-    den.stats = stats
+    _barrier(world)  # the other ranks return once the final weights are on disk
+    den = _wrap(ema_net, sigma_data, None)
+    den.run_dir, den.stats = run_dir, stats
     return den
 
 
-def _read_stats(run_dir: Path, upto: int) -> list[dict]:
+def _barrier(world: int):
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _read_stats(run_dir: Path, upto: int, rewrite: bool = True) -> list[dict]:
     path = run_dir / "stats.jsonl"
     if not path.exists():
         return []
@@ -237,14 +344,15 @@ def _read_stats(run_dir: Path, upto: int) -> list[dict]:
         if row.get("step", 0) <= upto:
             rows.append(row)
     # rewrite without entries past the checkpoint, so a resumed run logs each step once
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if rewrite:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
 
 def _wrap(ema_net: nn.Module, sigma_data: float, run_dir: Path | None) -> EDMDenoiser:
     den = EDMDenoiser(ema_net.eval().requires_grad_(False), sigma_data)
     den.run_dir = run_dir
-    den.stats = _read_stats(run_dir, upto=10 ** 12) if run_dir is not None else []
+    den.stats = _read_stats(run_dir, upto=10 ** 12, rewrite=False) if run_dir is not None else []
     return den
 
 

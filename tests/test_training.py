@@ -120,7 +120,7 @@ def test_snapshots_are_kept(tmp_path):
     assert isinstance(early, gd.denoisers.EDMDenoiser)
     with pytest.raises(FileNotFoundError, match="snapshot-00000007.pt not in"):
         training.load_run(tmp_path, snapshot=7)
-    with pytest.raises(ValueError, match="snapshot_steps are written into the run folder"):
+    with pytest.raises(ValueError, match="snapshot_steps and until are kept in the run folder"):
         training.train(_net(), _X(), snapshot_steps=[5], **OPTS)
 
 
