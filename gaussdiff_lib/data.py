@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from ._checks import positive_int, show_progress
 
-__all__ = ["DATASETS", "load", "load_path", "load_any", "subset", "read_idx", "find_fashion_mnist", "to_images"]
+__all__ = ["DATASETS", "load", "load_path", "load_any", "count_images", "subset", "read_idx", "find_fashion_mnist",
+           "to_images", "READ_CHUNK"]
 
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 # MD5 checksums of the official gzipped files, as published with the data set.
@@ -391,6 +392,89 @@ def _stack(images: list[np.ndarray], source: str) -> np.ndarray:
     return np.stack(images)
 
 
+class _Files:
+    """Images stored one per file (a folder, or the members of an EDM dataset-tool zip): nothing is
+    decoded until :meth:`read` asks for particular indices."""
+
+    def __init__(self, path: Path):
+        self.path, self.zip = path, None
+        if path.is_dir():
+            self.names = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        else:
+            try:
+                self.zip = zipfile.ZipFile(path)
+            except zipfile.BadZipFile as exc:
+                raise ValueError(f"{path} is not a readable zip archive ({exc})") from exc
+            self.names = sorted(m for m in self.zip.namelist() if Path(m).suffix.lower() in IMAGE_SUFFIXES)
+        if not self.names:
+            raise ValueError(f"{path} holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+
+    def __len__(self):
+        return len(self.names)
+
+    def read(self, indices) -> np.ndarray:
+        if self.zip is not None:
+            return _stack([_decode(self.zip.read(self.names[i]), f"{self.path}:{self.names[i]}") for i in indices],
+                          str(self.path))
+        return _stack([_decode(Path(self.names[i]).read_bytes(), self.names[i]) for i in indices], str(self.path))
+
+    def close(self):
+        if self.zip is not None:
+            self.zip.close()
+
+
+class _Array:
+    """Images already in one array (npz/npy, IDX, CIFAR-10); ``.npy`` files are memory-mapped."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+    def __len__(self):
+        return len(self.array)
+
+    def read(self, indices) -> np.ndarray:
+        return np.asarray(self.array[np.asarray(indices)])
+
+    def close(self):
+        pass
+
+
+def _source(path: Path, split: str):
+    name = path.name.lower()
+    if path.is_dir():
+        if (path / "cifar-10-batches-py").is_dir() or (path / "data_batch_1").is_file():
+            return _Array(read_cifar10(path, split)[0])
+        return _Files(path)
+    if name.endswith(".zip"):
+        return _Files(path)
+    if name.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            keys = [k for k in ("images", "x", "arr_0", "data") if k in z.files] or list(z.files)
+            if not keys:
+                raise ValueError(f"{path} holds no arrays")
+            return _Array(z[keys[0]])
+    if name.endswith(".npy"):
+        return _Array(np.load(path, mmap_mode="r", allow_pickle=False))
+    if name.endswith((".tar.gz", ".tgz", ".tar")):
+        return _Array(read_cifar10(path, split)[0])
+    if "idx" in name or "ubyte" in name:
+        return _Array(read_idx(path))
+    raise ValueError(f"unknown data layout for {path}: expected a folder, .zip, .npz, .npy, an IDX file, "
+                     "or the CIFAR-10 python .tar.gz")
+
+
+READ_CHUNK = 1024  # images decoded and converted at a time by load_path
+
+
+def count_images(path: str | os.PathLike, split: str = "train") -> int:
+    """How many images :func:`load_path` would find at ``path`` (without decoding them)."""
+    src = _source(Path(path).expanduser(), split)
+    try:
+        return len(src)
+    finally:
+        src.close()
+
+
 def load_path(path: str | os.PathLike, resolution: int | None = None, n: int | None = None, seed: int = 0,
               split: str = "train", offset: int = 0) -> torch.Tensor:
     """Read images from a file or folder as float32 [N, C, H, W] in [-1, 1].
@@ -398,43 +482,34 @@ def load_path(path: str | os.PathLike, resolution: int | None = None, n: int | N
     Layouts: EDM dataset-tool ``.zip`` (PNG files, ``dataset.json`` ignored), a folder of images
     (searched recursively, sorted by path), ``.npz``/``.npy`` (uint8 0..255 or float in [-1, 1],
     NHWC/NCHW/NHW), an IDX file, and the CIFAR-10 python ``.tar.gz`` or folder (``split`` picks train/test).
+
+    Only the images of the subset (``n``, ``seed``, ``offset``; see :func:`subset`) are decoded, in chunks of
+    :data:`READ_CHUNK`, each converted and resized straight into the result: reading FFHQ-64 (70000 x 3 x 64 x 64)
+    holds the float32 result plus one chunk, never a second copy of the data set.
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    name = path.name.lower()
-    if path.is_dir():
-        if (path / "cifar-10-batches-py").is_dir() or (path / "data_batch_1").is_file():
-            arr = read_cifar10(path, split)[0]
-        else:
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            arr = _stack([_decode(p.read_bytes(), str(p)) for p in tqdm(files, desc="images", leave=False, disable=not show_progress(None))], str(path))
-    elif name.endswith(".zip"):
-        try:
-            with zipfile.ZipFile(path) as z:
-                members = sorted(m for m in z.namelist() if Path(m).suffix.lower() in IMAGE_SUFFIXES)
-                arr = _stack([_decode(z.read(m), f"{path}:{m}") for m in tqdm(members, desc="images", leave=False, disable=not show_progress(None))],
-                             str(path))
-        except zipfile.BadZipFile as exc:
-            raise ValueError(f"{path} is not a readable zip archive ({exc})") from exc
-    elif name.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as z:
-            keys = [k for k in ("images", "x", "arr_0", "data") if k in z.files] or list(z.files)
-            if not keys:
-                raise ValueError(f"{path} holds no arrays")
-            arr = z[keys[0]]
-    elif name.endswith(".npy"):
-        arr = np.load(path, allow_pickle=False)
-    elif name.endswith((".tar.gz", ".tgz", ".tar")):
-        arr = read_cifar10(path, split)[0]
-    elif "idx" in name or "ubyte" in name:
-        arr = read_idx(path)
-    else:
-        raise ValueError(f"unknown data layout for {path}: expected a folder, .zip, .npz, .npy, an IDX file, "
-                         "or the CIFAR-10 python .tar.gz")
-    images = to_images(arr)
-    idx = subset(images.shape[0], n, seed, offset)
-    return _resize(images[idx], resolution)
+    src = _source(path, split)
+    try:
+        idx = subset(len(src), n, seed, offset).tolist()
+        out, shape = None, None
+        bar = tqdm(total=len(idx), desc=path.name, unit="img", leave=False,
+                   disable=not show_progress(None) or isinstance(src, _Array) or len(idx) < 2 * READ_CHUNK)
+        for start in range(0, len(idx), READ_CHUNK):
+            part = _resize(to_images(src.read(idx[start:start + READ_CHUNK])), resolution)
+            if out is None:
+                shape = tuple(part.shape[1:])
+                out = torch.empty((len(idx), *shape), dtype=torch.float32)
+            elif tuple(part.shape[1:]) != shape:
+                raise ValueError(f"{path} mixes image sizes {sorted({shape, tuple(part.shape[1:])})}; all images "
+                                 "must share one size and channel count")
+            out[start:start + part.shape[0]] = part
+            bar.update(part.shape[0])
+        bar.close()
+        return out
+    finally:
+        src.close()
 
 
 def load_any(source: str, split: str = "train", resolution: int | None = None, n: int | None = None,
@@ -444,5 +519,10 @@ def load_any(source: str, split: str = "train", resolution: int | None = None, n
     if source in DATASETS:
         return load(source, split=split, resolution=resolution, n=n, seed=seed, offset=offset)
     if not Path(source).expanduser().exists():
+        if "/" in source or "\\" in source or Path(source).suffix:
+            raise FileNotFoundError(
+                f"{source} does not exist. Put the data there (FFHQ-64 / CelebA-HQ-64 as EDM dataset-tool zips or "
+                "image folders, CIFAR-10 as cifar-10-python.tar.gz; see the book's page 'Reproducing the paper at "
+                "scale') or change the path in the profile")
         raise ValueError(f"{source!r} is neither a dataset name ({sorted(DATASETS)}) nor an existing path")
     return load_path(source, resolution=resolution, n=n, seed=seed, split=split, offset=offset)

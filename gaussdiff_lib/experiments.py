@@ -3,7 +3,8 @@
 Every profile (``profiles/<name>.yml``) may hold an ``experiments`` section::
 
     experiments:
-      heldout: ""                 # held-out images (empty: the test split of each run's dataset)
+      heldout: ""                 # held-out images (empty: the test split of each run's dataset;
+                                  # a map {dataset: source} when runs use several datasets)
       defaults:                   # fields every run starts from
         dataset: fashion-mnist
         resolution: 16
@@ -20,11 +21,14 @@ Every profile (``profiles/<name>.yml``) may hold an ``experiments`` section::
 
 A run is one training set (``n`` images of ``dataset`` at positions ``offset`` .. ``offset + n - 1`` of
 the permutation seeded by ``subset_seed``, so sizes are nested and ``offset = n`` gives the disjoint
-second half), one network (``arch`` unet or linear, ``channels`` = the paper's channel size), and one
-training recipe (``steps``, ``batch_size``, ``lr``, ``ema``, ``seed``, optional ``fixed_sigma`` for a
+second half), one network (``arch``: ``unet`` this project's compact UNet, ``ncsnpp`` / ``ddpmpp`` EDM's
+UNets, ``linear`` an affine map; ``channels`` = the paper's channel size), and one training recipe (``steps``, ``batch_size``, ``lr``, ``ema``, ``seed``, optional ``fixed_sigma`` for a
 denoising autoencoder at one noise level, ``snapshots`` = steps whose EMA weights are kept, the
 paper's training-time checkpoints). :func:`model` trains a run or loads it from the cache; runs are
 keyed by content, so a sweep and a chapter asking for the same run share one trained network.
+A run with ``checkpoint`` (a path or URL of one of NVIDIA's EDM pickles) is not trained: :func:`model`
+loads those weights (:func:`gaussdiff_lib.checkpoints.load_edm`), and ``n``/``dataset`` name the data
+they were trained on.
 """
 from __future__ import annotations
 
@@ -39,7 +43,9 @@ from . import profiles as _profiles
 from ._checks import as_levels, positive_int, show_progress
 
 __all__ = ["Run", "runs", "run", "sweep", "sweeps", "training_set", "heldout_set", "model", "models", "gaussian",
-           "compare", "Comparison", "compare_halves", "INTERMEDIATE"]
+           "compare", "Comparison", "compare_halves", "INTERMEDIATE", "training_plan", "analysis_memory",
+           "chapter_networks", "data_sources",
+           "LicenseNotice"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class Run:
     seed: int = 0
     snapshots: tuple[int, ...] = field(default_factory=tuple)
     fixed_sigma: float | None = None
+    checkpoint: str = ""
 
     @property
     def epochs(self) -> float:
@@ -75,8 +82,17 @@ class Run:
         """The epoch reached after ``step`` optimizer steps."""
         return step * self.batch_size / self.n
 
+    @property
+    def config_key(self) -> str:
+        """What the cost of one training step depends on (network, resolution, batch), as one label."""
+        if self.arch == "linear":
+            return f"linear@{self.resolution} b{self.batch_size}"
+        return (f"{self.arch}-{self.channels} x[{self.channel_mult}] blocks {self.num_blocks}@{self.resolution} "
+                f"b{self.batch_size}")
 
 
+
+ARCHS = ("unet", "ncsnpp", "ddpmpp", "linear")
 _FIELDS = {f.name: f for f in dataclasses.fields(Run) if f.name not in ("name", "profile")}
 _SECTION_KEYS = {"heldout", "defaults", "runs", "sweeps"}
 
@@ -114,8 +130,10 @@ def _make(name: str, profile: str, fields: dict) -> Run:
     if isinstance(fields.get("channel_mult"), (list, tuple)):
         fields["channel_mult"] = ",".join(str(int(m)) for m in fields["channel_mult"])
     run_ = Run(name=name, profile=profile, **fields)
-    if run_.arch not in ("unet", "linear"):
-        raise ValueError(f"run {name!r}: arch must be 'unet' or 'linear', got {run_.arch!r}")
+    if run_.arch not in ARCHS:
+        raise ValueError(f"run {name!r}: arch must be one of {ARCHS}, got {run_.arch!r}")
+    if run_.checkpoint and (run_.snapshots or run_.fixed_sigma is not None):
+        raise ValueError(f"run {name!r} loads a published checkpoint; it has no snapshots or fixed_sigma")
     if run_.arch == "linear" and run_.fixed_sigma is None:
         raise ValueError(f"run {name!r}: a linear network is a one-level denoising autoencoder; give it fixed_sigma")
     if any(s > run_.steps for s in run_.snapshots):
@@ -179,13 +197,23 @@ def training_set(r: Run | str, profile: str | None = None) -> torch.Tensor:
 
 def heldout_set(profile: str, n: int, seed: int = 0, resolution: int | None = None,
                 dataset: str | None = None) -> torch.Tensor:
-    """``n`` held-out images for a profile: its ``heldout`` source, else the test split of ``dataset``
-    (default: the dataset of the profile's defaults), at ``resolution`` (default: the defaults')."""
+    """``n`` held-out images for runs on ``dataset`` (default: the dataset of the profile's defaults), at
+    ``resolution`` (default: the defaults').
+
+    The profile's ``heldout`` is a source for the default dataset (e.g. CelebA-HQ for FFHQ, paper section 2)
+    or a map ``{dataset: source}``; without an entry, the test split of the dataset itself (CIFAR-10 test).
+    """
     from .data import load_any
 
     section = _section(profile)
     defaults = section.get("defaults") or {}
-    source = section.get("heldout") or dataset or defaults.get("dataset", Run.dataset)
+    default_dataset = defaults.get("dataset", Run.dataset)
+    dataset = dataset or default_dataset
+    held = section.get("heldout") or ""
+    if isinstance(held, dict):
+        source = held.get(dataset) or dataset
+    else:
+        source = held if (held and dataset == default_dataset) else dataset
     resolution = resolution if resolution is not None else defaults.get("resolution", Run.resolution)
     return load_any(source, split="test", resolution=resolution, n=n, seed=seed)
 
@@ -194,10 +222,14 @@ def _network(r: Run, X: torch.Tensor):
     """The run's network, initialised from its seed, sized for its images X."""
     from .networks import LinearNet, UNet
 
+    from .edm_networks import build_songunet
+
     channels, resolution = int(X.shape[1]), int(X.shape[-1])
     if r.arch == "linear":
         return LinearNet(channels, resolution, seed=r.seed)
     mult = tuple(int(m) for m in str(r.channel_mult).split(","))
+    if r.arch in ("ncsnpp", "ddpmpp"):
+        return build_songunet(r.arch, channels, resolution, r.channels, mult, r.num_blocks, r.dropout, seed=r.seed)
     return UNet(channels, r.channels, resolution, mult, r.num_blocks, r.dropout, seed=r.seed)
 
 
@@ -221,6 +253,8 @@ def model(r: Run | str, profile: str | None = None, snapshot: int | None = None,
         raise ValueError(f"run {r.name!r} keeps snapshots at steps {list(r.snapshots) or 'none'}, not {snapshot}; "
                          "add the step to its 'snapshots' in the profile")
     device = torch.device(device) if device is not None else default_device()
+    if r.checkpoint:
+        return _published(r, device)
     if X is not None and X.shape[0] != r.n:
         raise ValueError(f"X holds {X.shape[0]} images but run {r.name!r} trains on n = {r.n}; pass the run's own "
                          "training set (gd.experiments.training_set) or leave X out")
@@ -236,6 +270,111 @@ def model(r: Run | str, profile: str | None = None, snapshot: int | None = None,
     den.step = r.steps if snapshot is None else int(snapshot)
     den.epoch = r.epoch(den.step)
     return den
+
+
+class LicenseNotice(UserWarning):
+    """Shown when a chapter uses weights published under another licence."""
+
+
+def _published(r: Run, device):
+    import warnings
+
+    from .checkpoints import LICENSE_NOTE, load_edm
+
+    warnings.warn(f"run {r.name!r} uses NVIDIA's published network {r.checkpoint}. {LICENSE_NOTE}", LicenseNotice,
+                  stacklevel=3)
+    den = load_edm(r.checkpoint, device=device)
+    den.run, den.step, den.epoch, den.stats = r, None, None, []
+    return den
+
+
+def training_plan(profile: str, throughput: dict) -> list[dict]:
+    """Per run of ``profile``: images to train on and the time it takes at a measured throughput.
+
+    ``throughput`` is the report of ``benchmarks/paper_throughput.py`` (``{"configs": {config_key: {"img_per_s",
+    "peak_gib", "params"}}}``); runs that load a published checkpoint cost nothing. Hours are for one GPU of the
+    measured kind; data-parallel training on k GPUs divides them by about k.
+    """
+    configs = throughput.get("configs", {})
+    rows = []
+    for r in runs(profile).values():
+        row = {"run": r.name, "dataset": r.dataset, "n": r.n, "arch": r.arch if not r.checkpoint else "published",
+               "channels": r.channels, "steps": 0 if r.checkpoint else r.steps,
+               "mimg": 0.0 if r.checkpoint else r.steps * r.batch_size / 1e6,
+               "epochs": None if r.checkpoint else r.epochs}
+        measured = configs.get(r.config_key, {}) if not r.checkpoint else {}
+        row["img_per_s"] = measured.get("img_per_s")
+        row["peak_gib"] = measured.get("peak_gib")
+        row["params"] = measured.get("params")
+        row["hours"] = 0.0 if r.checkpoint else (row["mimg"] * 1e6 / row["img_per_s"] / 3600
+                                                 if row["img_per_s"] else None)
+        rows.append(row)
+    return rows
+
+
+RUN_PARAMETERS = ("large", "small", "run", "reference")  # notebook parameters that name one run
+
+
+def chapter_networks(profile: str) -> list[dict]:
+    """Which networks each chapter uses under ``profile``: one row per chapter with its runs and where their
+    weights come from (NVIDIA's published checkpoints, or trained by this project, and how)."""
+    table = runs(profile)
+    rows = []
+    for nb in _profiles.notebooks():
+        params = {**_profiles.defaults(nb.stem), **_profiles.parameters(nb.stem, profile)}
+        names = []
+        for key, value in params.items():
+            if key in RUN_PARAMETERS:
+                names.append(value)
+            elif key == "sweep" or key.endswith(("_sweep", "_pair")):
+                names.extend(sweep(value, profile))
+        if not names:
+            continue
+        sources = []
+        for name in dict.fromkeys(names):
+            r = table[name]
+            net = "affine" if r.arch == "linear" else r.arch
+            sources.append("NVIDIA checkpoint " + r.checkpoint.rsplit("/", 1)[-1] if r.checkpoint else
+                           f"trained here ({net})")
+        rows.append({"chapter": nb.stem, "runs": ", ".join(dict.fromkeys(names)),
+                     "weights": "; ".join(dict.fromkeys(sources))})
+    return rows
+
+
+def data_sources(profile: str) -> list[dict]:
+    """The data a profile reads: each training dataset and held-out source, its runs, and whether it is
+    present on this machine."""
+    from pathlib import Path
+
+    from .data import DATASETS
+
+    section = _section(profile)
+    held = section.get("heldout") or ""
+    table: dict[str, dict] = {}
+    for r in runs(profile).values():
+        entry = table.setdefault(r.dataset, {"source": r.dataset, "role": "training", "runs": []})
+        entry["runs"].append(r.name)
+    for dataset in list(table):
+        source = held.get(dataset) if isinstance(held, dict) else (held or None)
+        if source and source != dataset:
+            table.setdefault(source, {"source": source, "role": f"held out for {dataset}", "runs": []})
+        else:
+            table[dataset]["role"] = "training (its test split held out)"
+    rows = []
+    for entry in table.values():
+        src = entry["source"]
+        present = "registered name" if src in DATASETS else ("yes" if Path(src).expanduser().exists() else "no")
+        rows.append({"source": src, "role": entry["role"], "runs": len(entry["runs"]), "present here": present})
+    return rows
+
+
+def analysis_memory(n: int, d: int) -> dict[str, float]:
+    """GiB that the analyses hold on the device for N training images of dimension d (float64 throughout):
+    the multi-delta denoiser keeps the training set (N d), the Gaussian fit one d x d covariance and its
+    eigenvectors (2 d^2, plus the eigensolver's workspace of about the same), the linear fit the moment
+    matrices of one sigma (2 (d + 1)^2) and its Cholesky factor ((d + 1)^2)."""
+    gib = 8 / 2 ** 30
+    return {"multi-delta": n * d * gib, "gaussian": 4 * d * d * gib, "linear fit": 3 * (d + 1) ** 2 * gib}
 
 
 def models(names, profile: str, device=None, progress: bool | None = None) -> dict:

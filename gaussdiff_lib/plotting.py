@@ -131,6 +131,22 @@ def distance_panels(levels: Sequence[float], panels: Mapping[str, Mapping[str, S
     return axes[0]
 
 
+def bars(values: Mapping[str, float], ax=None, xlabel: str = "", logx: bool = False, title: str | None = None):
+    """Horizontal bars, one per entry of ``values`` (label -> number), first entry on top."""
+    labels = list(values)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.25 * len(labels) + 1))
+    ax.barh(range(len(labels)), [float(values[k]) for k in labels], color="C0")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 def table(rows: Sequence[Mapping[str, object]], digits: int = 3):
     """A list of dicts as a Markdown table (an IPython ``Markdown`` object, rendered by the book)."""
     from IPython.display import Markdown

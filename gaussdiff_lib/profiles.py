@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["root", "names", "load", "parameters", "execute", "EXPERIMENTS"]
+__all__ = ["root", "names", "load", "parameters", "defaults", "execute", "parse_overrides", "EXPERIMENTS"]
 
 EXPERIMENTS = "experiments"  # the reserved profile key holding the named runs
 
@@ -52,35 +52,79 @@ def notebooks() -> list[Path]:
     return sorted((root() / "notebooks").glob("*.ipynb"))
 
 
+def defaults(notebook: str) -> dict:
+    """The values of a notebook template's ``parameters`` cell (literal assignments)."""
+    import ast
+    import json
+
+    path = root() / "notebooks" / f"{notebook}.ipynb"
+    if not path.exists():
+        raise ValueError(f"no notebook {notebook!r}; the notebooks are {[p.stem for p in notebooks()]}")
+    cells = json.loads(path.read_text())["cells"]
+    cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        return {}
+    tree = ast.parse("".join(cell["source"]))
+    return {t.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+            for t in node.targets}
+
+
 def execution_key(nb: Path, params: dict, experiments: dict | None = None) -> str:
     """Hash of what an executed notebook depends on: its template, its parameters, the profile's named
-    runs and the library's source."""
+    runs, the library's source, and the files its metadata lists under ``gaussdiff.depends`` (globs relative
+    to the project root, e.g. the measured benchmark reports the scale page reads)."""
+    import json
+
     from .cache import digest
 
     lib = Path(__file__).resolve().parent
     sources = {p.name: p.read_text() for p in sorted(lib.glob("*.py"))}
-    return digest(nb.read_text(), params, experiments or {}, sources)
+    depends = json.loads(nb.read_text()).get("metadata", {}).get("gaussdiff", {}).get("depends", [])
+    extra = {str(p.relative_to(root())): p.read_text() for pattern in depends for p in sorted(root().glob(pattern))}
+    return digest(nb.read_text(), params, experiments or {}, sources, extra)
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, dict]:
+    """``["dataset_size.sweep=dataset_size_cifar", ...]`` -> ``{"dataset_size": {"sweep": "dataset_size_cifar"}}``
+    (values read as YAML: numbers, lists and strings)."""
+    out: dict[str, dict] = {}
+    for item in items or []:
+        target, sep, value = item.partition("=")
+        notebook, dot, name = target.partition(".")
+        if not sep or not dot or not notebook or not name:
+            raise ValueError(f"--set takes NOTEBOOK.PARAMETER=VALUE, e.g. dataset_size.sweep=dataset_size_cifar; "
+                             f"got {item!r}")
+        out.setdefault(notebook, {})[name] = yaml.safe_load(value)
+    return out
 
 
 def execute(profile: str, out: str | Path, only: list[str] | None = None, timeout: int = 3600,
-            force: bool = False) -> list[Path]:
+            force: bool = False, overrides: dict[str, dict] | None = None) -> list[Path]:
     """Execute each notebook template with papermill under ``profile`` into ``out`` (one .ipynb each).
 
     A notebook whose executed copy in ``out`` was made from the same template, parameters and library
     source is left as it is (``force=True`` re-executes it); trained models are cached separately.
+    ``overrides`` ({notebook: {parameter: value}}) change single parameters on top of the profile, e.g. to
+    run the dataset-size chapter on the CIFAR-10 sweep of the ``paper`` profile.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prof = load(profile)
-    unknown = set(prof) - {p.stem for p in notebooks()} - {EXPERIMENTS}
+    stems = {p.stem for p in notebooks()}
+    unknown = set(prof) - stems - {EXPERIMENTS}
     if unknown:
         raise ValueError(f"profile {profile!r} names notebooks that do not exist: {sorted(unknown)}")
+    overrides = overrides or {}
+    unknown = set(overrides) - stems
+    if unknown:
+        raise ValueError(f"overrides name notebooks that do not exist: {sorted(unknown)}; "
+                         f"the notebooks are {sorted(stems)}")
     # progress bars would be frozen into the pages as widgets; the executor prints its own progress
     previous = os.environ.get("GAUSSDIFF_PROGRESS")
     os.environ["GAUSSDIFF_PROGRESS"] = "0"
     try:
-        return [_execute_one(nb, out / nb.name, {**prof.get(nb.stem, {}), "profile": profile}, timeout, force,
-                             prof.get(EXPERIMENTS))
+        return [_execute_one(nb, out / nb.name, {**prof.get(nb.stem, {}), **overrides.get(nb.stem, {}),
+                                                 "profile": profile}, timeout, force, prof.get(EXPERIMENTS))
                 for nb in notebooks() if not only or nb.stem in only]
     finally:
         if previous is None:

@@ -264,3 +264,56 @@ def test_load_any_takes_names_and_paths(tmp_path):
     assert gd.data.load_any("digits", n=5).shape == (5, 1, 8, 8)
     with pytest.raises(ValueError, match="is neither a dataset name"):
         gd.data.load_any("fashion-mnits")
+
+
+def _zip_of(path, imgs):
+    with zipfile.ZipFile(path, "w") as z:
+        for i, im in enumerate(imgs):
+            z.writestr(f"{i // 1000:05d}/img{i:08d}.png", _png(im))
+        z.writestr("dataset.json", json.dumps({"labels": None}))
+    return path
+
+
+def test_zip_reads_only_the_subset_in_bounded_chunks(tmp_path, monkeypatch):
+    imgs = _images(300, 8, 8, 3)
+    path = _zip_of(tmp_path / "ffhq-8x8.zip", imgs)
+    decoded = []
+    real = data._decode
+    monkeypatch.setattr(data, "_decode", lambda raw, what: decoded.append(what) or real(raw, what))
+    monkeypatch.setattr(data, "READ_CHUNK", 16)
+    peak = []
+    real_to_images = data.to_images
+    monkeypatch.setattr(data, "to_images", lambda a, *k: peak.append(len(a)) or real_to_images(a, *k))
+    X = gd.data.load_path(path, n=40, seed=5)
+    assert len(decoded) == 40 and max(peak) == 16       # 40 of 300 files decoded, 16 at a time
+    ref = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+    torch.testing.assert_close(X, ref[gd.data.subset(300, 40, seed=5)])
+    assert gd.data.count_images(path) == 300
+
+
+def test_disjoint_halves_partition_a_zip_exactly(tmp_path):
+    imgs = _images(64, 8, 8, 3)
+    path = _zip_of(tmp_path / "celebahq-8x8.zip", imgs)
+    a = gd.data.load_path(path, n=32, seed=1)
+    b = gd.data.load_path(path, n=32, seed=1, offset=32)
+    assert torch.equal(gd.data.load_path(path, n=32, seed=1), a)          # reproducible
+    rows = {tuple(x.flatten().tolist()) for x in torch.cat([a, b])}
+    full = {tuple(x.flatten().tolist()) for x in gd.data.load_path(path)}
+    assert rows == full and len(rows) == 64                               # S1 and S2 partition the set
+    with pytest.raises(ValueError, match="only 64"):
+        gd.data.load_path(path, n=33, offset=32)
+
+
+def test_resized_chunks_and_memory_mapped_npy(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "READ_CHUNK", 7)
+    imgs = _images(20, 8, 8, 3)
+    np.save(tmp_path / "x.npy", imgs)
+    X = gd.data.load_path(tmp_path / "x.npy", resolution=4)
+    assert X.shape == (20, 3, 4, 4)
+    ref = data._resize(torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1, 4)
+    torch.testing.assert_close(X, ref)
+
+
+def test_missing_paper_data_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ffhq-64x64.zip does not exist.*Reproducing the paper"):
+        gd.data.load_any(str(tmp_path / "ffhq-64x64.zip"))

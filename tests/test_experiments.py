@@ -63,7 +63,7 @@ def test_halves_are_disjoint_and_sizes_nested(project):
     ({"runs": {"a": {"n": 0}}}, "n must be a positive integer"),
     ({"runs": {"a": {"n": 4, "snapshots": [9000]}}}, r"snapshots \[9000\] go past its 2000 steps"),
     ({"runs": {"a": {"n": 4, "arch": "linear"}}}, "give it fixed_sigma"),
-    ({"runs": {"a": {"n": 4, "arch": "mlp"}}}, "arch must be 'unet' or 'linear'"),
+    ({"runs": {"a": {"n": 4, "arch": "mlp"}}}, "arch must be one of"),
     ({"runs": {"a": {"n": 4}}, "sweeps": {"s": ["a", "b"]}}, r"sweep 's' of profile 'tiny' names undefined runs \['b'\]"),
     ({"runz": {}}, r"unknown keys \['runz'\]"),
 ])
@@ -134,3 +134,113 @@ def test_profiles_without_experiments_say_so(project):
     (Path(gd.profiles.root()) / "profiles" / "tiny.yml").write_text("gaussian_shadow: {}\n")
     with pytest.raises(ValueError, match="defines no experiments"):
         gd.experiments.runs("tiny")
+
+
+def test_train_command_shards_partition_the_runs(project, monkeypatch, capsys):
+    from gaussdiff_lib.__main__ import main, shard
+
+    names = list(gd.experiments.runs("tiny"))
+    shares = [shard(names, f"{i}/3") for i in range(3)]
+    assert sorted(sum(shares, [])) == sorted(names) and sum(map(len, shares)) == len(names)
+    trained = []
+    monkeypatch.setattr(gd.experiments, "model", lambda r, device=None: trained.append(r.name))
+    for i in range(2):
+        assert main(["train", "--profile", "tiny", "--sweep", "sizes", "halves", "--shard", f"{i}/2"]) == 0
+    assert sorted(trained) == ["n32", "n32-half2", "n64"]          # each run of the two sweeps once
+    main(["train", "--profile", "tiny", "--shard", "1/2", "--dry-run"])
+    assert len(trained) == 3 and "n32-half2" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "--profile", "tiny", "--shard", "2/2"])
+    with pytest.raises(SystemExit, match="no runs"):
+        main(["train", "--profile", "tiny", "--runs", "n999"])
+
+
+def test_edm_architectures_train_and_published_checkpoints_load(project, tmp_path):
+    from gaussdiff_lib import checkpoints
+    from gaussdiff_lib.edm_networks import SongUNet
+
+    kwargs = dict(img_resolution=8, in_channels=1, out_channels=1, model_channels=8, channel_mult=[1, 2],
+                  num_blocks=1, embedding_type="fourier", channel_mult_noise=2, encoder_type="residual",
+                  resample_filter=[1, 3, 3, 1], attn_resolutions=[4], dropout=0.0)
+    net = SongUNet(**kwargs)
+    ckpt = tmp_path / "published.pt"
+    torch.save({"format": checkpoints.EXPORT_FORMAT, "precond": {"sigma_data": 0.5}, "model_kwargs": kwargs,
+                "state_dict": net.state_dict()}, ckpt)
+    project({"defaults": {"dataset": "digits", "resolution": 8, "channels": 4, "steps": 3, "batch_size": 4},
+             "runs": {"ncsn": {"n": 16, "arch": "ncsnpp", "channel_mult": "1,2"},
+                      "edm": {"n": 16, "checkpoint": str(ckpt)}}})
+    D = gd.experiments.model("ncsn", "tiny", progress=False)
+    assert isinstance(D.net, SongUNet) and D.net.config["arch"] == "ncsnpp"
+    with pytest.warns(gd.experiments.LicenseNotice, match="CC BY-NC-SA"):
+        E = gd.experiments.model("edm", "tiny")
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(E(x, 2.0), gd.denoisers.EDMDenoiser(net)(x, 2.0))
+    assert E.run.name == "edm" and E.step is None
+    project({"runs": {"bad": {"n": 16, "checkpoint": str(ckpt), "snapshots": [1]}}})
+    with pytest.raises(ValueError, match="published checkpoint"):
+        gd.experiments.run("bad", "tiny")
+
+
+def test_heldout_sources_per_dataset(project, tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "held.npy", np.full((5, 8, 8), 255, dtype=np.uint8))
+    base = {"defaults": {"dataset": "digits", "resolution": 8}, "runs": {"a": {"n": 4}}}
+    project({**base, "heldout": str(tmp_path / "held.npy")})
+    assert torch.all(gd.experiments.heldout_set("tiny", 3) == 1)                  # the default dataset's source
+    project({**base, "heldout": {"digits": str(tmp_path / "held.npy")}})
+    assert torch.all(gd.experiments.heldout_set("tiny", 3, dataset="digits") == 1)
+    other = gd.experiments.heldout_set("tiny", 3, dataset=str(tmp_path / "held.npy"), resolution=4)
+    assert other.shape == (3, 1, 4, 4)                                              # no entry: that dataset itself
+    project(base)
+    torch.testing.assert_close(gd.experiments.heldout_set("tiny", 3),
+                               gd.data.load("digits", split="test", n=3, resolution=8))
+
+
+def test_training_plan_and_memory_follow_their_formulas(project, tmp_path):
+    project({"defaults": {"dataset": "digits", "resolution": 8, "channels": 4, "steps": 1000, "batch_size": 50},
+             "runs": {"a": {"n": 10}, "b": {"n": 20, "channels": 8}, "p": {"n": 30, "checkpoint": "x.pkl"}}})
+    r = gd.experiments.run("a", "tiny")
+    measured = {"configs": {r.config_key: {"img_per_s": 25.0, "peak_gib": 1.5, "params": 99}}}
+    plan = {row["run"]: row for row in gd.experiments.training_plan("tiny", measured)}
+    assert plan["a"]["mimg"] == pytest.approx(0.05) and plan["a"]["hours"] == pytest.approx(1000 * 50 / 25 / 3600)
+    assert plan["a"]["peak_gib"] == 1.5 and plan["a"]["epochs"] == pytest.approx(5000)
+    assert plan["b"]["hours"] is None                       # its configuration was not measured
+    assert plan["p"]["hours"] == 0 and plan["p"]["arch"] == "published"
+    mem = gd.experiments.analysis_memory(1000, 3072)
+    assert mem["multi-delta"] == pytest.approx(1000 * 3072 * 8 / 2 ** 30)
+    assert mem["gaussian"] == pytest.approx(4 * 3072 ** 2 * 8 / 2 ** 30)
+    assert mem["linear fit"] == pytest.approx(3 * 3073 ** 2 * 8 / 2 ** 30)
+
+
+def test_chapters_say_where_their_weights_come_from(project):
+    # a profile naming every run and sweep the templates' defaults ask for; the first chapter's large run
+    # is a published checkpoint
+    names, sweeps = set(), set()
+    for nb in gd.profiles.notebooks():
+        for key, value in gd.profiles.defaults(nb.stem).items():
+            if key in gd.experiments.RUN_PARAMETERS:
+                names.add(value)
+            elif key == "sweep" or key.endswith(("_sweep", "_pair")):
+                sweeps.add(value)
+    large = gd.profiles.defaults("gaussian_shadow")["large"]
+    runs = {name: {"n": 16} for name in names | {"s1"}}
+    runs[large] = {"n": 16, "checkpoint": "https://example.org/edm-ffhq-64x64-uncond-ve.pkl"}
+    project({"defaults": {"dataset": "digits", "resolution": 8}, "runs": runs,
+             "sweeps": {name: ["s1"] for name in sweeps}})
+    rows = {r["chapter"]: r for r in gd.experiments.chapter_networks("tiny")}
+    assert rows["gaussian_shadow"]["weights"].startswith("NVIDIA checkpoint edm-ffhq-64x64-uncond-ve.pkl")
+    assert rows["gaussian_shadow"]["runs"].startswith(large)
+    assert rows["training_time"]["weights"] == "trained here (unet)"
+    assert "scale" not in rows                                # names no networks
+    assert gd.experiments.data_sources("tiny") == [
+        {"source": "digits", "role": "training (its test split held out)", "runs": len(runs),
+         "present here": "registered name"}]
+
+
+def test_bars_and_template_defaults():
+    ax = gd.plotting.bars({"a": 1.0, "b": 10.0}, xlabel="hours", logx=True)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"] and ax.get_xscale() == "log"
+    assert gd.profiles.defaults("scale")["target"] == "paper"
+    with pytest.raises(ValueError, match="no notebook 'nope'"):
+        gd.profiles.defaults("nope")

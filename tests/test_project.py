@@ -2,6 +2,7 @@
 import ast
 import json
 import re
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -126,6 +127,23 @@ def test_up_to_date_notebooks_are_not_re_executed(tmp_path, monkeypatch):
     assert len(calls) == 1
 
 
+def test_parameter_overrides_reach_papermill(tmp_path, monkeypatch):
+    import papermill
+
+    assert gd.profiles.parse_overrides(["dataset_size.sweep=halves", "dataset_size.n_show=3"]) == \
+        {"dataset_size": {"sweep": "halves", "n_show": 3}}
+    with pytest.raises(ValueError, match="NOTEBOOK.PARAMETER=VALUE"):
+        gd.profiles.parse_overrides(["sweep=halves"])
+    calls = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: calls.append(k["parameters"]))
+    monkeypatch.setattr("nbformat.read", lambda *a, **k: __import__("nbformat").v4.new_notebook())
+    monkeypatch.setattr("nbformat.write", lambda *a, **k: None)
+    gd.profiles.execute("smoke", tmp_path, only=["dataset_size"], overrides={"dataset_size": {"n_show": 3}})
+    assert calls[0]["n_show"] == 3 and calls[0]["profile"] == "smoke"
+    with pytest.raises(ValueError, match="notebooks that do not exist"):
+        gd.profiles.execute("smoke", tmp_path, overrides={"nope": {"a": 1}})
+
+
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 def test_snapshot_steps_named_by_notebooks_are_kept(profile):
     """The early-stopped pair and the training-time run need snapshots the profile actually keeps."""
@@ -136,3 +154,17 @@ def test_snapshot_steps_named_by_notebooks_are_kept(profile):
         assert sg["early_step"] in gd.experiments.run(name, profile).snapshots, (profile, name)
     tt = {**nbs["training_time"], **prof.get("training_time", {})}
     assert len(gd.experiments.run(tt["run"], profile).snapshots) >= 2
+
+
+def test_execution_key_follows_the_files_a_notebook_depends_on(tmp_path, monkeypatch):
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    report = tmp_path / "benchmarks" / "results" / "a.json"
+    report.write_text("{}")
+    monkeypatch.setenv("GAUSSDIFF_ROOT", str(tmp_path))
+    scale, other = tmp_path / "notebooks" / "scale.ipynb", tmp_path / "notebooks" / "gaussian_shadow.ipynb"
+    before = [gd.profiles.execution_key(nb, {"profile": "cpu"}) for nb in (scale, other)]
+    report.write_text('{"device": "another card"}')
+    after = [gd.profiles.execution_key(nb, {"profile": "cpu"}) for nb in (scale, other)]
+    assert before[0] != after[0] and before[1] == after[1]
