@@ -10,7 +10,7 @@ PROFILE ?= cpu
 export GAUSSDIFF_CACHE ?= $(CURDIR)/.cache/gaussdiff
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test venv data notebooks html smoke-book bench clean
+.PHONY: book test venv data assets notebooks html smoke-book bench clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
@@ -21,10 +21,14 @@ $(STAMP): pyproject.toml constraints.txt
 data: $(STAMP)
 	$(PY) -m gaussdiff_lib data
 
+# pinned, checksummed MathJax, require.js and widget manager for a book that renders offline
+assets: $(STAMP)
+	$(PY) -m gaussdiff_lib assets
+
 notebooks: data
 	$(PY) -m gaussdiff_lib execute --profile $(PROFILE) --out book
 
-html: $(STAMP)
+html: assets
 	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
 
 book: notebooks
@@ -32,8 +36,9 @@ book: notebooks
 	@echo "book: $(CURDIR)/_build/html/index.html"
 
 # tests/test_book.py executes the notebooks under the smoke profile into _build/smoke/src and
-# builds that book with warnings as errors; nbval then re-runs the executed notebooks.
-test: data
+# builds that book with warnings as errors; tests/test_browser.py loads its pages in headless Chromium
+# with the network off (screenshots in _build/screenshots); nbval then re-runs the executed notebooks.
+test: data assets
 	$(PY) -m pytest tests
 	$(PY) -m pytest --nbval-lax -p no:cacheprovider _build/smoke/src/book/*.ipynb
 

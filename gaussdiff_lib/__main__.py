@@ -1,4 +1,5 @@
 """Command line: ``python -m gaussdiff_lib data`` (make sure the book's data is present),
+``python -m gaussdiff_lib assets`` (the pinned scripts the offline book needs),
 ``python -m gaussdiff_lib execute --profile cpu --out book`` (run the notebooks with papermill) and
 ``python -m gaussdiff_lib train --profile paper --shard 0/4`` (train a profile's runs into the model cache,
 one share of them per process: the way to spread a sweep of small runs over several GPUs)."""
@@ -44,6 +45,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gaussdiff_lib")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("data", help="locate (or download) Fashion-MNIST, the book's default data")
+    sub.add_parser("assets", help="fetch and verify the pinned MathJax, require.js and widget manager for the "
+                                  "offline book (into .assets/)")
     ex = sub.add_parser("execute", help="execute the notebooks under a profile with papermill")
     ex.add_argument("--profile", default="cpu", help=f"one of {profiles.names()}")
     ex.add_argument("--out", default=str(profiles.root() / "book"), help="folder for the executed notebooks")
@@ -62,6 +65,13 @@ def main(argv=None) -> int:
     if args.command == "data":
         for split in ("train", "test"):
             print("fashion-mnist", split, *data.find_fashion_mnist(split))
+    elif args.command == "assets":
+        from . import book_assets
+
+        try:
+            print(book_assets.fetch())
+        except book_assets.AssetError as exc:
+            raise SystemExit(f"error: {exc}") from None
     elif args.command == "train":
         try:
             shard([], args.shard)

@@ -1,7 +1,14 @@
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "_build" / "smoke" / "src"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -22,3 +29,28 @@ def devices():
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(scope="session")
+def smoke_book():
+    """The book under the smoke profile: every notebook executed by papermill into _build/smoke/src/book, then
+    built by Jupyter Book with warnings as errors (the executed notebooks stay there for nbval, the HTML for
+    the browser test). Returns (executed notebooks, the build's CompletedProcess)."""
+    import gaussdiff_lib as gd
+    from gaussdiff_lib import book_assets
+
+    if SRC.exists():
+        shutil.rmtree(SRC)
+    (SRC / "book").mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(ROOT / name, SRC / name)
+    for page in [*(ROOT / "book").glob("*.md"), *(ROOT / "book").glob("*.bib")]:
+        shutil.copy(page, SRC / "book" / page.name)
+    for folder in ("_ext", "_js"):
+        shutil.copytree(ROOT / "book" / folder, SRC / "book" / folder)
+    (SRC / ".assets").symlink_to(book_assets.fetch(quiet=True).parent, target_is_directory=True)
+    executed = gd.profiles.execute("smoke", SRC / "book")
+    jb = Path(sys.executable).parent / "jupyter-book"
+    build = subprocess.run([str(jb), "build", str(SRC), "--warningiserror", "--nitpick", "--keep-going"],
+                           capture_output=True, text=True, timeout=900)
+    return executed, build

@@ -1,34 +1,10 @@
 """The book end to end under the smoke profile: papermill executes every notebook, Jupyter Book builds
 with warnings as errors, and the pages carry their figures and glued numbers. The executed notebooks
 stay in _build/smoke/src/book for the nbval pass that `make test` runs next."""
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import nbformat
-import pytest
 
 import gaussdiff_lib as gd
-
-ROOT = Path(__file__).resolve().parent.parent
-SRC = ROOT / "_build" / "smoke" / "src"
-
-
-@pytest.fixture(scope="module")
-def smoke_book():
-    if SRC.exists():
-        shutil.rmtree(SRC)
-    (SRC / "book").mkdir(parents=True)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(ROOT / name, SRC / name)
-    for page in [*(ROOT / "book").glob("*.md"), *(ROOT / "book").glob("*.bib")]:
-        shutil.copy(page, SRC / "book" / page.name)
-    executed = gd.profiles.execute("smoke", SRC / "book")
-    jb = Path(sys.executable).parent / "jupyter-book"
-    build = subprocess.run([str(jb), "build", str(SRC), "--warningiserror", "--nitpick", "--keep-going"],
-                           capture_output=True, text=True, timeout=900)
-    return executed, build
+from conftest import SRC
 
 
 def test_every_notebook_executed(smoke_book):
