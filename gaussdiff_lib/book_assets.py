@@ -26,7 +26,7 @@ from . import profiles
 
 __all__ = ["PACKAGES", "fetch", "assets_dir", "AssetError"]
 
-# name -> npm spec, the registry's sha512 integrity of the tarball, and {path in the tarball: path under _assets}
+#: For each package its npm spec, registry URL, sha512 integrity, and which tarball paths go where under _assets
 PACKAGES = {
     "mathjax": {
         "spec": "mathjax@3.2.2",

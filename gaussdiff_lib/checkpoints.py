@@ -36,7 +36,9 @@ from .edm_networks import SongUNet
 __all__ = ["load_edm", "export_state_dict", "read_pickle", "Record", "UnsafePickleError", "EDM_URL",
            "LICENSE_NOTE"]
 
+#: where NVIDIA publishes EDM's pretrained pickles
 EDM_URL = "https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/"
+#: the licence of NVIDIA's weights, shown wherever the book uses them
 LICENSE_NOTE = ("NVIDIA's EDM weights are licensed CC BY-NC-SA 4.0 "
                 "(https://creativecommons.org/licenses/by-nc-sa/4.0/): non-commercial use, share alike.")
 EXPORT_FORMAT = "gaussdiff-edm-state-dict/1"

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ._checks import positive_int, show_progress
 
 __all__ = ["DATASETS", "load", "load_path", "load_any", "count_images", "subset", "read_idx", "find_fashion_mnist",
-           "to_images", "READ_CHUNK"]
+           "to_images", "READ_CHUNK", "describe"]
 
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 # MD5 checksums of the official gzipped files, as published with the data set.
@@ -70,8 +70,10 @@ def to_images(array: np.ndarray, layout: str = "auto") -> torch.Tensor:
         a = a.transpose(0, 3, 1, 2)
     if a.shape[0] == 0:
         raise ValueError("the image array is empty (0 images)")
+    if not (a.flags.writeable and a.flags.c_contiguous):  # memory-mapped or read-only data: copy this part
+        a = np.array(a, order="C")
     if a.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(a)).float().div_(127.5).sub_(1.0)
+        return torch.from_numpy(a).float().div_(127.5).sub_(1.0)
     if np.issubdtype(a.dtype, np.floating):
         if not np.isfinite(a).all():
             raise ValueError("the image array contains NaN or infinite values")
@@ -334,6 +336,7 @@ def _load_cifar10(split: str, root=None, download: bool | None = None):
         f"cifar-10-python.tar.gz (from {CIFAR10_URL}) or its extracted cifar-10-batches-py folder.")
 
 
+#: registered dataset names -> loader(split, root, download) returning (uint8 images, labels)
 DATASETS: dict[str, Callable] = {
     "fashion-mnist": _load_fashion_mnist,
     "digits": _load_digits,
@@ -463,7 +466,8 @@ def _source(path: Path, split: str):
                      "or the CIFAR-10 python .tar.gz")
 
 
-READ_CHUNK = 1024  # images decoded and converted at a time by load_path
+#: images decoded and converted at a time by load_path
+READ_CHUNK = 1024
 
 
 def count_images(path: str | os.PathLike, split: str = "train") -> int:
@@ -510,6 +514,22 @@ def load_path(path: str | os.PathLike, resolution: int | None = None, n: int | N
         return out
     finally:
         src.close()
+
+
+def describe(source: str, split: str = "train") -> dict:
+    """Size and native shape of a split of a registered dataset or of a path, e.g.
+    ``{"source": "fashion-mnist", "split": "train", "images": 60000, "shape": "1 x 28 x 28"}``."""
+    if source in DATASETS:
+        x, _ = DATASETS[source](split)
+        first = to_images(np.asarray(x[:1]))
+    else:
+        path = Path(source).expanduser()
+        src = _source(path, split)
+        try:
+            x, first = src, to_images(src.read([0]))
+        finally:
+            src.close()
+    return {"source": source, "split": split, "images": len(x), "shape": " x ".join(str(v) for v in first.shape[1:])}
 
 
 def load_any(source: str, split: str = "train", resolution: int | None = None, n: int | None = None,

@@ -75,7 +75,7 @@ class Run:
 
     @property
     def epochs(self) -> float:
-        """Passes over the training set: steps * batch_size / n (the paper's training-time axis, Fig 8)."""
+        """The passes over the training set, steps * batch_size / n (the paper's training-time axis, Fig 8)."""
         return self.steps * self.batch_size / self.n
 
     def epoch(self, step: int) -> float:

@@ -121,7 +121,8 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
           P_mean: float = -1.2, P_std: float = 1.2, fixed_sigma: float | None = None, device=None,
           progress: bool | None = None, cache: bool = False, log_every: int = 50,
           until: int | None = None) -> EDMDenoiser:
-    """Train ``net`` as an EDM denoiser on images X and return the EMA model, wrapped in :class:`EDMDenoiser`.
+    """Train ``net`` as an EDM denoiser on images X and return the EMA model, wrapped in
+    :class:`~gaussdiff_lib.denoisers.EDMDenoiser`.
 
     Args:
         net: the raw network F (e.g. ``gd.networks.UNet(..., seed=0)``); trained in place.

@@ -1,5 +1,10 @@
 """Sphinx extension of the gaussdiff book (loaded from _config.yml, ``sphinx.local_extensions``).
 
+Execution records: the notebooks are executed by papermill before the build (``execute_notebooks: off``),
+so myst-nb records no execution data and its ``{nb-exec-table}`` would be empty. Each executed notebook
+carries papermill's record (start, duration, exception) and ours (profile, seconds); they are handed to
+myst-nb as its execution data, so the Status page's table lists every chapter's run time and result.
+
 sphinx-thebe registers its inline configuration script in a way that Sphinx 7 emits twice per page; the
 second copy redeclares ``const THEBE_JS_URL`` and the browser reports a SyntaxError. Each page's script
 list is de-duplicated here (same file or same inline body, same attributes: kept once, first position).
@@ -25,6 +30,35 @@ def dedupe_scripts(app, pagename, templatename, context, doctree):
     context["script_files"] = kept
 
 
+def record_execution(app, doctree):
+    """myst-nb execution data for a notebook page, from the papermill metadata stored in the notebook."""
+    import json
+    from datetime import datetime
+    from pathlib import Path
+
+    from myst_nb.sphinx_ import NbMetadataCollector
+
+    env = app.env
+    path = Path(env.doc2path(env.docname))
+    if path.suffix != ".ipynb":
+        return
+    meta = json.loads(path.read_text()).get("metadata", {})
+    pm, ours = meta.get("papermill") or {}, meta.get("gaussdiff") or {}
+    if not pm:
+        return
+    end = pm.get("end_time")
+    try:
+        mtime = datetime.fromisoformat(end).timestamp() if end else path.stat().st_mtime
+    except ValueError:
+        mtime = path.stat().st_mtime
+    failed = bool(pm.get("exception"))
+    NbMetadataCollector.set_exec_data(env, env.docname, {
+        "mtime": mtime, "runtime": pm.get("duration", ours.get("seconds")),
+        "method": f"papermill, profile {ours.get('profile', '?')}", "succeeded": not failed,
+        "error": "exception" if failed else None, "traceback": None})
+
+
 def setup(app):
     app.connect("html-page-context", dedupe_scripts, priority=900)
+    app.connect("doctree-read", record_execution)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
