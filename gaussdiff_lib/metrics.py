@@ -128,7 +128,7 @@ def _level(sigma) -> float:
 def linearity_score(D, images: torch.Tensor, sigma: float, alpha: float = 2 ** -0.5, n_pairs: int = 100,
                     kind: str = "cos", seed: int = 0) -> float:
     """Linearity score (paper section 3, Fig 1): for noisy pairs x_i = y_i + sigma n_i and beta = sqrt(1 - alpha^2),
-    'cos': E \|cos(D(alpha x1 + beta x2), alpha D(x1) + beta D(x2))\| (1 for a linear map);
+    'cos': E \\|cos(D(alpha x1 + beta x2), alpha D(x1) + beta D(x2))\\| (1 for a linear map);
     'nmse': E ||D(alpha x1 + beta x2) - (alpha D(x1) + beta D(x2))|| / ||D(alpha x1 + beta x2)|| (0 for a linear map).
     Pairs are drawn from ``images`` with replacement, seeded."""
     images = as_images(images, "images")
@@ -189,7 +189,7 @@ def weight_distance(W: torch.Tensor, W_ref: torch.Tensor) -> float:
 
 
 def singular_vector_alignment(W: torch.Tensor, W_ref: torch.Tensor, k: int = 100):
-    """\|U_W^T U_ref\| of the top-k left singular vectors (paper Fig 4 right): returns (matrix [k, k], diagonal [k]).
+    """\\|U_W^T U_ref\\| of the top-k left singular vectors (paper Fig 4 right): returns (matrix [k, k], diagonal [k]).
     A matrix aligned with itself gives the identity; k is capped at d."""
     if W.ndim != 2 or W.shape != W_ref.shape:
         raise ValueError(f"singular_vector_alignment compares two matrices of one shape, got {tuple(W.shape)} and "

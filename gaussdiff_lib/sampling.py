@@ -41,7 +41,7 @@ def edm_sigmas(n: int = 10, sigma_min: float = 0.002, sigma_max: float = 80.0, r
 
 def latents(seeds: Iterable[int], shape: Sequence[int], dtype: torch.dtype = torch.float64, device=None
             ) -> torch.Tensor:
-    """Standard normal latents [len(seeds), \*shape], image i drawn from its own generator seeded seeds[i].
+    """Standard normal latents [len(seeds), \\*shape], image i drawn from its own generator seeded seeds[i].
 
     Drawn on the CPU and moved, so the same seed gives the same latent on every device and batch size.
     """
