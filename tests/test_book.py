@@ -41,3 +41,25 @@ def test_status_and_api_pages(smoke_book):
     for name in ("gaussdiff_lib.checkpoints.load_edm", "gaussdiff_lib.denoisers.GaussianDenoiser",
                  "gaussdiff_lib.experiments.model", "gaussdiff_lib.linear_fit.fit_linear"):
         assert f'id="{name}"' in api, f"{name} not documented"
+
+
+def test_figures_are_captioned_and_referenced(smoke_book):
+    html = SRC / "_build" / "html" / "book"
+    for nb in gd.profiles.notebooks():
+        cells = nbformat.read(nb, as_version=4).cells
+        names = [c.metadata["mystnb"]["figure"]["name"] for c in cells if "figure" in c.metadata.get("mystnb", {})]
+        if nb.stem == "status":
+            continue
+        assert names, f"{nb.stem}: no captioned figure"
+        page = (html / f"{nb.stem}.html").read_text()
+        for name in names:
+            assert f'id="{name}"' in page, f"{nb.stem}: figure {name} not rendered with its label"
+            assert f'href="#{name}"' in page, f"{nb.stem}: figure {name} is never referenced in the text"
+
+
+def test_launch_buttons_open_the_templates(smoke_book):
+    page = (SRC / "_build" / "html" / "book" / "gaussian_shadow.html").read_text()
+    assert "colab.research.google.com/github/gaussdiff/gaussdiff/blob/main/notebooks/gaussian_shadow.ipynb" in page
+    assert "mybinder.org/v2/gh/gaussdiff/gaussdiff/main" in page
+    assert "blob/main/book/gaussian_shadow.ipynb" not in page
+    assert "_sources/book/gaussian_shadow.ipynb" in page        # the download button: the executed notebook

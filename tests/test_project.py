@@ -168,3 +168,14 @@ def test_execution_key_follows_the_files_a_notebook_depends_on(tmp_path, monkeyp
     report.write_text('{"device": "another card"}')
     after = [gd.profiles.execution_key(nb, {"profile": "cpu"}) for nb in (scale, other)]
     assert before[0] != after[0] and before[1] == after[1]
+
+
+def test_workflows_follow_the_makefile():
+    book = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    steps = [s.get("run", "") for s in book["jobs"]["build"]["steps"]]
+    assert any("make book" in s for s in steps)
+    assert any(s.get("with", {}).get("path") == ".cache/gaussdiff" for s in book["jobs"]["build"]["steps"])
+    assert any(s.get("with", {}).get("path") == "_build/html" for s in book["jobs"]["build"]["steps"])
+    tests = yaml.safe_load((ROOT / ".github" / "workflows" / "tests.yml").read_text())
+    assert "pull_request" in tests[True]                   # YAML reads the key `on` as True
+    assert any(s.get("run") == ".ci/run" for s in tests["jobs"]["test"]["steps"])

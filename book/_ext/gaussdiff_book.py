@@ -58,7 +58,28 @@ def record_execution(app, doctree):
         "error": "exception" if failed else None, "traceback": None})
 
 
+def launch_templates(app, pagename, templatename, context, doctree):
+    """Point the launch buttons (Binder, Colab) at the notebook *template* in ``notebooks/`` rather than the
+    executed copy in ``book/``, which is a build product and not in the repository."""
+    if not pagename.startswith("book/"):
+        return
+    stem = pagename.rsplit("/", 1)[-1]
+
+    def fix(value):
+        if isinstance(value, str) and value.startswith(("http://", "https://")):  # launch links, not downloads
+            return value.replace(f"book/{stem}.ipynb", f"notebooks/{stem}.ipynb")
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        return value
+
+    if "header_buttons" in context:
+        context["header_buttons"] = fix(context["header_buttons"])
+
+
 def setup(app):
+    app.connect("html-page-context", launch_templates, priority=600)
     app.connect("html-page-context", dedupe_scripts, priority=900)
     app.connect("doctree-read", record_execution)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
