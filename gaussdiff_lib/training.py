@@ -20,8 +20,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -59,9 +59,10 @@ def distributed(backend: str | None = None) -> tuple[int, int]:
 
 def default_device() -> torch.device:
     """CUDA when present (under torchrun: this process's GPU, ``LOCAL_RANK``), else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"])) if "LOCAL_RANK" in os.environ else torch.device("cuda")
-    return torch.device("cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local = os.environ.get("LOCAL_RANK")
+    return torch.device("cuda", int(local)) if local is not None else torch.device("cuda")
 
 
 def edm_loss(D: EDMDenoiser, y: torch.Tensor, generator: torch.Generator, P_mean: float = -1.2,
