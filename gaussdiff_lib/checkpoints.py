@@ -21,6 +21,7 @@ strings only) that ``torch.load(path, weights_only=True)`` reads and :func:`load
 from __future__ import annotations
 
 import collections
+import inspect
 import io
 import os
 import pickle
@@ -61,7 +62,8 @@ class Record:
 
     def __setstate__(self, state):  # pickle's BUILD step for plain torch containers
         if not isinstance(state, dict):
-            raise UnsafePickleError(f"{self.class_name}: expected an attribute dict as state, got {type(state).__name__}")
+            raise UnsafePickleError(f"{self.class_name}: expected an attribute dict as state, "
+                                    f"got {type(state).__name__}")
         self.state = state
 
     def __repr__(self):
@@ -207,7 +209,7 @@ def _network_from_records(precond: Record) -> tuple[SongUNet, dict]:
     kwargs = model.init_kwargs
     if not kwargs:
         raise ValueError("the SongUNet record carries no constructor arguments (_init_kwargs)")
-    unknown = set(kwargs) - set(SongUNet.__init__.__code__.co_varnames[1:SongUNet.__init__.__code__.co_argcount])
+    unknown = set(kwargs) - set(inspect.signature(SongUNet).parameters)
     if unknown:
         raise ValueError(f"the SongUNet record has arguments this implementation does not know: {sorted(unknown)}")
     net = SongUNet(**kwargs)
@@ -232,7 +234,8 @@ def _copy_into(net: torch.nn.Module, tensors: dict, source: str):
     net.load_state_dict({k: tensors[k].to(torch.float32) for k in own})
 
 
-def load_edm(path_or_url: str | os.PathLike, device=None, key: str = "ema", download: bool | None = None) -> EDMDenoiser:
+def load_edm(path_or_url: str | os.PathLike, device=None, key: str = "ema",
+             download: bool | None = None) -> EDMDenoiser:
     """An EDM network from NVIDIA's pickle (or from :func:`export_state_dict`'s ``.pt``), as an
     :class:`~gaussdiff_lib.denoisers.EDMDenoiser` D(x; sigma) in eval mode.
 
@@ -259,7 +262,8 @@ def load_edm(path_or_url: str | os.PathLike, device=None, key: str = "ema", down
         except Exception as exc:
             raise ValueError(f"{path} is a torch file but not a plain state dict ({exc})") from exc
         if not isinstance(blob, dict) or blob.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"{path} was not written by gd.checkpoints.export_state_dict (no format {EXPORT_FORMAT!r})")
+            raise ValueError(f"{path} was not written by gd.checkpoints.export_state_dict "
+                             f"(no format {EXPORT_FORMAT!r})")
         net = SongUNet(**blob["model_kwargs"])
         _copy_into(net, blob["state_dict"], str(path))
         info = {"precond": blob["precond"], "model_kwargs": blob["model_kwargs"]}

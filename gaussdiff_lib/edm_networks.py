@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SongUNet", "PRESETS", "build_songunet"]
+__all__ = ["SongUNet", "PRESETS", "build_songunet", "from_config"]
 
 # The two architectures as EDM configures them (its train.py --arch=ddpmpp / ncsnpp), before the
 # per-dataset model_channels / channel_mult.
@@ -226,7 +226,8 @@ class SongUNet(nn.Module):
             else:
                 self.enc[f"{res}x{res}_down"] = UNetBlock(cout, cout, down=True, **blk)
                 if encoder_type == "skip":
-                    self.enc[f"{res}x{res}_aux_down"] = Conv2d(caux, caux, 0, down=True, resample_filter=resample_filter)
+                    self.enc[f"{res}x{res}_aux_down"] = Conv2d(caux, caux, 0, down=True,
+                                                               resample_filter=resample_filter)
                     self.enc[f"{res}x{res}_aux_skip"] = Conv2d(caux, cout, 1)
                 if encoder_type == "residual":
                     self.enc[f"{res}x{res}_aux_residual"] = Conv2d(caux, cout, 3, down=True, fused=True,
@@ -319,9 +320,18 @@ def build_songunet(arch: str, in_channels: int, resolution: int, model_channels:
                   channel_mult=tuple(int(m) for m in channel_mult), num_blocks=int(num_blocks),
                   dropout=float(dropout), attn_resolutions=tuple(int(r) for r in attn_resolutions))
     kwargs.update(overrides)
+    return from_config({"arch": arch, "seed": int(seed), **kwargs})
+
+
+def from_config(config: dict, seed: int | None = None) -> SongUNet:
+    """A SongUNet from its ``config`` (``arch``, ``seed`` and SongUNet's arguments), initialised from the stored
+    seed (or ``seed``) without touching the global RNG; the network carries the config (lists for tuples, as JSON)."""
+    kwargs = dict(config)
+    arch = kwargs.pop("arch")
+    seed = int(kwargs.pop("seed", 0) if seed is None else seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = SongUNet(**kwargs)
-    net.config = {"arch": arch, "seed": int(seed),
+    net.config = {"arch": arch, "seed": seed,
                   **{k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}}
     return net

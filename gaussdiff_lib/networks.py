@@ -183,13 +183,8 @@ def build(config: dict, seed: int | None = None) -> nn.Module:
     if arch == "linear":
         return LinearNet(**config, seed=seed)
     if arch in ("ddpmpp", "ncsnpp"):  # EDM's own UNets (gaussdiff_lib.edm_networks)
-        from .edm_networks import SongUNet
+        from .edm_networks import from_config
 
-        stored_seed = config.pop("seed", 0)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(stored_seed if seed is None else seed)
-            net = SongUNet(**config)
-        net.config = {"arch": arch, "seed": stored_seed if seed is None else seed, **config}
-        return net
+        return from_config({"arch": arch, **config}, seed=seed)
     raise ValueError(f"unknown network architecture {arch!r} in a run's config; "
                      "expected 'unet', 'linear', 'ddpmpp' or 'ncsnpp'")

@@ -66,9 +66,7 @@ def slider_view(labels: Sequence[str], draw: Callable[[int], object], start: int
 
     slider.observe(redraw, names="value")
     redraw()
-    box = widgets.VBox([slider, out])
-    box.redraw = redraw
-    return box
+    return widgets.VBox([slider, out])
 
 
 def sigma_explorer(denoisers: Mapping[str, torch.nn.Module], image: torch.Tensor,
