@@ -12,8 +12,8 @@ import math
 from ._checks import as_images, as_sigma, positive_int
 
 __all__ = ["nearest_neighbours", "gl_score", "memorized_fraction", "copy_ratio", "sample_rmse", "sample_cosine",
-           "sample_summary", "linearity_score", "linearity_curve", "denoiser_distance", "weight_distance",
-           "singular_vector_alignment", "identity_distance", "distance_curve", "METRICS"]
+           "sample_items", "sample_summary", "linearity_score", "linearity_curve", "denoiser_distance", "weight_distance",
+           "singular_vector_alignment", "identity_distance", "distance_curve", "denoising_loss", "METRICS"]
 
 
 def _flat(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -54,16 +54,19 @@ def nearest_neighbours(samples: torch.Tensor, train: torch.Tensor, k: int = 1, c
     return best_d.sqrt(), best_i
 
 
-def gl_score(samples: torch.Tensor, train: torch.Tensor, **kwargs) -> float:
+def gl_score(samples: torch.Tensor, train: torch.Tensor, reduce: bool = True, **kwargs):
     """Generalization score (paper section 3, Eq. 14): mean over samples of ||x - NN_Y(x)|| / ||x||.
 
-    Above 0.6 the model is read as generalizing; copies of training images score 0.
+    Above 0.6 the paper reads a model as generalizing; copies of training images score 0. The score has no
+    natural scale across data sets: read it against the GL of real held-out images against the same
+    training set. ``reduce=False`` returns the per-sample values [B] (float64, CPU).
     """
     d, _ = nearest_neighbours(samples, train, k=1, **kwargs)
     norms = _flat(samples, "samples").to(torch.float64).norm(dim=1).to(d.device)
     if (norms == 0).any():
         raise ValueError("gl_score divides by ||x||: a sample is exactly zero")
-    return float((d[:, 0] / norms).mean())
+    per = (d[:, 0] / norms).cpu()
+    return float(per.mean()) if reduce else per
 
 
 def copy_ratio(samples: torch.Tensor, train: torch.Tensor, **kwargs) -> torch.Tensor:
@@ -99,16 +102,25 @@ def sample_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(fa, fb, dim=1, eps=1e-12)
 
 
+def sample_items(samples: torch.Tensor, reference: torch.Tensor, train: torch.Tensor, ratio: float = 1 / 3
+                 ) -> dict[str, torch.Tensor]:
+    """Per-sample values [B] (float64, CPU) behind :func:`sample_summary`: RMSE and cosine to the ``reference``
+    sample of the same latent, whether the sample copies a training image (1.0 / 0.0) and its GL score."""
+    return {"RMSE to reference": sample_rmse(samples, reference).cpu(),
+            "cosine to reference": sample_cosine(samples, reference).cpu(),
+            "memorized fraction": (copy_ratio(samples, train) < ratio).double().cpu(),
+            "GL score": gl_score(samples, train, reduce=False)}
+
+
 def sample_summary(samples: dict, reference: torch.Tensor, train: torch.Tensor, ratio: float = 1 / 3) -> list[dict]:
     """One row per model: mean per-sample RMSE and cosine to ``reference`` samples from the same latents,
-    memorized fraction (d1/d2 < ratio) and GL score against ``train``."""
+    memorized fraction (d1/d2 < ratio) and GL score against ``train``, each as a
+    :class:`~gaussdiff_lib.stats.Estimate` with its 95% bootstrap interval over samples."""
+    from .stats import mean
+
     rows = []
     for name, x in samples.items():
-        rows.append({"model": name,
-                     "RMSE to reference": float(sample_rmse(x, reference).mean()),
-                     "cosine to reference": float(sample_cosine(x, reference).mean()),
-                     "memorized fraction": memorized_fraction(x, train, ratio),
-                     "GL score": gl_score(x, train)})
+        rows.append({"model": name, **{k: mean(v) for k, v in sample_items(x, reference, train, ratio).items()}})
     return rows
 
 
@@ -126,11 +138,12 @@ def _level(sigma) -> float:
 
 @torch.no_grad()
 def linearity_score(D, images: torch.Tensor, sigma: float, alpha: float = 2 ** -0.5, n_pairs: int = 100,
-                    kind: str = "cos", seed: int = 0) -> float:
+                    kind: str = "cos", seed: int = 0, reduce: bool = True):
     """Linearity score (paper section 3, Fig 1): for noisy pairs x_i = y_i + sigma n_i and beta = sqrt(1 - alpha^2),
     'cos': E \\|cos(D(alpha x1 + beta x2), alpha D(x1) + beta D(x2))\\| (1 for a linear map);
     'nmse': E ||D(alpha x1 + beta x2) - (alpha D(x1) + beta D(x2))|| / ||D(alpha x1 + beta x2)|| (0 for a linear map).
-    Pairs are drawn from ``images`` with replacement, seeded."""
+    Pairs are drawn from ``images`` with replacement, seeded; ``reduce=False`` returns the per-pair values
+    [n_pairs] (float64, CPU)."""
     images = as_images(images, "images")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1) (alpha^2 + beta^2 = 1), got {alpha}")
@@ -146,19 +159,27 @@ def linearity_score(D, images: torch.Tensor, sigma: float, alpha: float = 2 ** -
     mixed = D(alpha * x1 + beta * x2, s).to(torch.float64).reshape(n_pairs, -1)
     combo = (alpha * D(x1, s).to(torch.float64) + beta * D(x2, s).to(torch.float64)).reshape(n_pairs, -1)
     if kind == "cos":
-        return float(torch.nn.functional.cosine_similarity(mixed, combo, dim=1, eps=1e-12).abs().mean())
-    return float(((mixed - combo).norm(dim=1) / mixed.norm(dim=1).clamp_min(1e-12)).mean())
+        per = torch.nn.functional.cosine_similarity(mixed, combo, dim=1, eps=1e-12).abs()
+    else:
+        per = (mixed - combo).norm(dim=1) / mixed.norm(dim=1).clamp_min(1e-12)
+    return float(per.mean()) if reduce else per.cpu()
 
 
-def linearity_curve(D, images: torch.Tensor, sigmas, **kwargs) -> torch.Tensor:
-    """:func:`linearity_score` at each sigma, as a float64 tensor [S] (same pairs and noise at every sigma)."""
+def linearity_curve(D, images: torch.Tensor, sigmas, reduce: bool = True, **kwargs) -> torch.Tensor:
+    """:func:`linearity_score` at each sigma, as a float64 tensor [S] (same pairs and noise at every sigma);
+    with ``reduce=False`` the per-pair values [S, n_pairs]."""
+    if not reduce:
+        return torch.stack([linearity_score(D, images, float(s), reduce=False, **kwargs) for s in sigmas])
     return torch.tensor([linearity_score(D, images, float(s), **kwargs) for s in sigmas], dtype=torch.float64)
 
 
 @torch.no_grad()
-def denoiser_distance(D1, D2, images: torch.Tensor, sigma: float, kind: str = "rmse", seed: int = 0) -> float:
+def denoiser_distance(D1, D2, images: torch.Tensor, sigma: float, kind: str = "rmse", seed: int = 0,
+                      reduce: bool = True):
     """Score difference between two denoisers on the same noisy inputs y + sigma eps (paper section 3):
-    'rmse': E sqrt(||D1 - D2||^2 / d); 'nmse': E ||D1 - D2|| / ||D1||."""
+    'rmse': E sqrt(||D1 - D2||^2 / d); 'nmse': E ||D1 - D2|| / ||D1||. ``reduce=False`` returns the
+    per-image values [B] (float64, CPU); the noise depends only on ``seed``, so two calls with the same
+    images and seed measure on the same noisy inputs (paired comparisons)."""
     images = as_images(images, "images")
     if kind not in ("rmse", "nmse"):
         raise ValueError(f"unknown kind {kind!r}; choose 'rmse' or 'nmse'")
@@ -167,12 +188,32 @@ def denoiser_distance(D1, D2, images: torch.Tensor, sigma: float, kind: str = "r
     a = D1(x, s).to(torch.float64).reshape(x.shape[0], -1)
     b = D2(x, s).to(torch.float64).reshape(x.shape[0], -1).to(a.device)
     if kind == "rmse":
-        return float((a - b).square().mean(1).sqrt().mean())
-    return float(((a - b).norm(dim=1) / a.norm(dim=1).clamp_min(1e-12)).mean())
+        per = (a - b).square().mean(1).sqrt()
+    else:
+        per = (a - b).norm(dim=1) / a.norm(dim=1).clamp_min(1e-12)
+    return float(per.mean()) if reduce else per.cpu()
 
 
-def distance_curve(D1, D2, images: torch.Tensor, sigmas, **kwargs) -> torch.Tensor:
-    """:func:`denoiser_distance` at each sigma, as a float64 tensor [S]."""
+@torch.no_grad()
+def denoising_loss(D, images: torch.Tensor, sigma: float, sigma_data: float = 0.5, seed: int = 0,
+                   reduce: bool = True):
+    """EDM's weighted denoising loss on clean images y (paper section 1):
+    lambda(sigma) ||D(y + sigma eps; sigma) - y||^2 / d with lambda = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2,
+    the per-image quantity the training loss averages; on held-out images, the test loss of a denoiser.
+    Returns its mean, or the per-image values [B] (float64) with ``reduce=False``."""
+    images = as_images(images, "images")
+    s = _level(sigma)
+    x = _noisy(images, s, seed)
+    err = (D(x, s).to(torch.float64) - images.to(torch.float64).to(x.device)).reshape(x.shape[0], -1)
+    per = err.square().mean(1) * (s ** 2 + sigma_data ** 2) / (s * sigma_data) ** 2
+    return float(per.mean()) if reduce else per.cpu()
+
+
+def distance_curve(D1, D2, images: torch.Tensor, sigmas, reduce: bool = True, **kwargs) -> torch.Tensor:
+    """:func:`denoiser_distance` at each sigma, as a float64 tensor [S]; with ``reduce=False`` the
+    per-image values [S, B]."""
+    if not reduce:
+        return torch.stack([denoiser_distance(D1, D2, images, float(s), reduce=False, **kwargs) for s in sigmas])
     return torch.tensor([denoiser_distance(D1, D2, images, float(s), **kwargs) for s in sigmas], dtype=torch.float64)
 
 

@@ -60,8 +60,9 @@ def test_summary_rows():
     T = _train()
     rows = metrics.sample_summary({"copies": T[:5], "far": T[:5] + 50}, T[:5], T)
     assert [r["model"] for r in rows] == ["copies", "far"]
-    assert rows[0]["RMSE to reference"] == 0 and rows[0]["memorized fraction"] == 1.0
-    assert rows[1]["memorized fraction"] == 0.0 and rows[1]["RMSE to reference"] == pytest.approx(50.0)
+    assert rows[0]["RMSE to reference"].value == 0 and rows[0]["memorized fraction"].value == 1.0
+    assert rows[1]["memorized fraction"].value == 0.0 and rows[1]["RMSE to reference"].value == pytest.approx(50.0)
+    assert rows[1]["RMSE to reference"].lo == pytest.approx(50.0)        # every sample at 50: a zero-width interval
 
 
 def test_metric_errors():
