@@ -41,6 +41,7 @@ def _feed(h, obj: Any) -> None:
     if isinstance(obj, torch.Tensor):
         t = obj.detach().to("cpu").contiguous()
         h.update(f"tensor:{t.dtype}:{tuple(t.shape)}:".encode())
+        t = t.reshape(-1)  # a channels-last [o, i, 1, 1] tensor is "contiguous" with a stride-8 last dimension
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     elif isinstance(obj, np.ndarray):
         _feed(h, torch.from_numpy(np.ascontiguousarray(obj)))

@@ -36,7 +36,12 @@ from ._checks import as_levels, image_shape_matches, positive_int, show_progress
 from .denoisers import EDMDenoiser, _flat_data
 from .networks import UNet, build
 
-__all__ = ["edm_loss", "train", "train_unet", "load_run", "run_key", "default_device", "distributed"]
+__all__ = ["edm_loss", "ema_beta", "train", "train_unet", "load_run", "run_key", "default_device", "distributed",
+           "EMA_HALFLIFE", "EMA_RAMPUP"]
+
+#: EDM's EMA half-life in training images (500 kimg) and its ramp-up ratio (Karras et al. 2022, appendix F)
+EMA_HALFLIFE = 500_000.0
+EMA_RAMPUP = 0.05
 
 
 def distributed(backend: str | None = None) -> tuple[int, int]:
@@ -88,6 +93,40 @@ def edm_loss(D: EDMDenoiser, y: torch.Tensor, generator: torch.Generator, P_mean
     return (weight * (D(y + s * noise, sigma.to(y.device)) - y).square()).mean()
 
 
+def ema_beta(images_seen: int, batch_size: int, halflife: float = EMA_HALFLIFE,
+             rampup: float | None = EMA_RAMPUP) -> float:
+    """Per-step EMA decay as EDM computes it (Karras et al. 2022, appendix F): the half-life is measured in
+    training images and, with ``rampup``, capped at ``rampup`` times the images seen so far (counted after this
+    step), so an early snapshot averages over recent weights instead of keeping the initial ones.
+    beta = 0.5 ** (batch_size / half-life); ``halflife = 0`` means no averaging (beta = 0)."""
+    if halflife == 0:
+        return 0.0
+    h = float(halflife)
+    if rampup is not None:
+        h = min(h, images_seen * float(rampup))
+    return 0.5 ** (batch_size / max(h, 1e-8))
+
+
+def _check_ema(ema, ema_rampup, batch_size: int) -> tuple[float, float | None]:
+    try:
+        ema = float(ema)
+    except (TypeError, ValueError):
+        raise TypeError(f"ema is an EMA half-life in training images (a number), got {ema!r}") from None
+    if not math.isfinite(ema) or ema < 0:
+        raise ValueError(f"ema is an EMA half-life in training images (>= 0; 0 = no averaging), got {ema}")
+    if 0 < ema < 1:
+        hint = batch_size * math.log(0.5) / math.log(ema)
+        raise ValueError(f"ema = {ema} looks like a per-step decay; ema is now EDM's half-life in training images "
+                         f"(e.g. {EMA_HALFLIFE:.0f}, ramped up by ema_rampup). A decay of {ema} per step at batch "
+                         f"{batch_size} is a half-life of {hint:.0f} images; 0 disables averaging")
+    if ema_rampup is not None:
+        ema_rampup = float(ema_rampup)
+        if not 0 < ema_rampup <= 1:
+            raise ValueError(f"ema_rampup is a fraction of the images seen, in (0, 1] (EDM: {EMA_RAMPUP}), or None "
+                             f"for a fixed half-life; got {ema_rampup}")
+    return ema, ema_rampup
+
+
 def run_key(net: nn.Module, X: torch.Tensor, **options) -> str:
     """Cache key of a run: network config and initial weights, data, and every training option."""
     config = getattr(net, "config", None)
@@ -117,7 +156,7 @@ def _load_latest(run_dir: Path):
 
 @torch.enable_grad()  # callers (notebooks) may have switched autograd off
 def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr: float = 1e-3,
-          ema: float = 0.999, run_dir: str | Path | None = None, seed: int = 0, warmup_steps: int | None = None,
+          ema: float = EMA_HALFLIFE, ema_rampup: float | None = EMA_RAMPUP, run_dir: str | Path | None = None, seed: int = 0, warmup_steps: int | None = None,
           checkpoint_every: int = 500, snapshot_steps: Sequence[int] = (), sigma_data: float = 0.5,
           P_mean: float = -1.2, P_std: float = 1.2, fixed_sigma: float | None = None, device=None,
           progress: bool | None = None, cache: bool = False, log_every: int = 50,
@@ -130,7 +169,9 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
         X: training images [N, C, H, W] in [-1, 1].
         steps: optimizer steps; batches are drawn with replacement, so epochs = steps * batch_size / N.
         batch_size, lr: Adam settings (lr ramps up linearly over ``warmup_steps``, default min(500, steps // 10)).
-        ema: EMA decay per step (0 disables averaging).
+        ema: EMA half-life in training images (EDM: 500 kimg); 0 disables averaging.
+        ema_rampup: cap the half-life at this fraction of the images seen so far (EDM: 0.05; None: no cap), so
+            early snapshots are averages of recent weights, not of the initial ones (:func:`ema_beta`).
         run_dir: run folder for options, stats and checkpoints; an interrupted run resumes from it.
         seed: seed of batches, noise and dropout (the weight init is the network's own).
         fixed_sigma: train at this one noise level instead of EDM's log-normal sigma: a denoising
@@ -153,8 +194,7 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
     steps, batch_size = positive_int(steps, "steps"), positive_int(batch_size, "batch_size")
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be finite and > 0, got {lr}")
-    if not 0 <= ema < 1:
-        raise ValueError(f"ema is a per-step decay in [0, 1), got {ema}")
+    ema, ema_rampup = _check_ema(ema, ema_rampup, batch_size)
     warmup_steps = min(500, max(1, steps // 10)) if warmup_steps is None else max(1, int(warmup_steps))
     snapshot_steps = sorted({int(s) for s in snapshot_steps})
     if any(s < 1 or s > steps for s in snapshot_steps):
@@ -166,7 +206,7 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
     if batch_size % world:
         raise ValueError(f"batch_size {batch_size} does not split evenly over {world} processes; "
                          f"use a multiple of {world}")
-    options = dict(steps=steps, batch_size=batch_size, lr=float(lr), ema=float(ema), seed=int(seed),
+    options = dict(steps=steps, batch_size=batch_size, lr=float(lr), ema=ema, ema_rampup=ema_rampup, seed=int(seed),
                    warmup_steps=warmup_steps, sigma_data=float(sigma_data), P_mean=float(P_mean), P_std=float(P_std),
                    snapshot_steps=snapshot_steps)
     if fixed_sigma is not None:  # only then, so the keys of diffusion runs stay as they were
@@ -219,13 +259,25 @@ def _share(obj, rank: int, world: int, device):
     return box[0]
 
 
+def _uses_dropout(net: nn.Module) -> bool:
+    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in net.modules())
+
+
+def _channels_last(net: nn.Module, device) -> bool:
+    """Channels-last layout for convolutional networks on the CPU, where oneDNN's convolutions run faster in
+    it (``benchmarks/training_step.py``); the weights it produces are the same up to float rounding."""
+    return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in net.modules())
+
+
 def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_every, until, shard) -> EDMDenoiser:
     steps, batch_size, lr, ema, seed = (options[k] for k in ("steps", "batch_size", "lr", "ema", "seed"))
+    ema_rampup = options["ema_rampup"]
     warmup_steps, sigma_data, P_mean, P_std = (options[k] for k in ("warmup_steps", "sigma_data", "P_mean", "P_std"))
-    snapshot_steps = options["snapshot_steps"]
-    net = net.to(device)
+    snapshot_steps = set(options["snapshot_steps"])
+    layout = torch.channels_last if _channels_last(net, device) else torch.contiguous_format
+    net = net.to(device, memory_format=layout)
     ema_net = copy.deepcopy(net).eval().requires_grad_(False)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, fused=True)
     start, stats = 0, []
     rank, world = shard
     writer = run_dir is not None and rank == 0
@@ -257,40 +309,52 @@ def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_
         from torch.nn.parallel import DistributedDataParallel
 
         D.net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    data = X.to(device)
+    data = X.to(device).contiguous(memory_format=layout)
     n, local = data.shape[0], batch_size // world
     stop = steps if until is None else int(until)
     bar = tqdm(range(start, stop), initial=start, total=steps, desc="train",
                disable=not show_progress(progress) or rank != 0, leave=False)
+    params, ema_params = list(net.parameters()), list(ema_net.parameters())
+    buffers, ema_buffers = list(net.buffers()), list(ema_net.buffers())
+    dropout = _uses_dropout(net)
     window, t0 = [], time.time()
     for step in bar:
         g = _step_generator(seed, step)
         idx = torch.randint(n, (batch_size,), generator=g)[rank * local:(rank + 1) * local]
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / warmup_steps)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed((int(seed) * 1_000_003 + step) * world + rank)  # dropout masks
+        if dropout:  # dropout masks come from the global generator: seed it per step and rank, restore it after
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed((int(seed) * 1_000_003 + step) * world + rank)
+                loss = edm_loss(D, data[idx.to(device)], g, P_mean, P_std, options.get("fixed_sigma"), shard)
+        else:
             loss = edm_loss(D, data[idx.to(device)], g, P_mean, P_std, options.get("fixed_sigma"), shard)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # under DDP: gradients averaged over the ranks = the gradient of the global batch
+        loss = loss.detach()
         if world > 1:
             import torch.distributed as dist
 
-            loss = loss.detach().clone()
+            loss = loss.clone()
             dist.all_reduce(loss)
             loss /= world
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training diverged at step {step} (loss {loss.item()}); lower lr (now {lr})")
         opt.step()
-        with torch.no_grad():
-            for pe, p in zip(ema_net.parameters(), net.parameters()):
-                pe.lerp_(p, 1 - ema)
-            for be, b in zip(ema_net.buffers(), net.buffers()):
-                be.copy_(b)
-        window.append(loss.item())
         done = step + 1
+        with torch.no_grad():
+            beta = ema_beta(done * batch_size, batch_size, ema, ema_rampup)
+            torch._foreach_lerp_(ema_params, params, 1.0 - beta)
+            for be, b in zip(ema_buffers, buffers):
+                be.copy_(b)
+        window.append(loss)
+        saving = writer and (done in snapshot_steps or done % checkpoint_every == 0)
+        if done % log_every == 0 or done == stop or saving:  # one host sync per interval, none per step
+            losses = torch.stack(window)
+            if not torch.isfinite(losses).all():
+                j = int((~torch.isfinite(losses)).nonzero()[0])
+                raise FloatingPointError(f"training diverged at step {done - len(window) + 1 + j} (loss "
+                                         f"{losses[j].item()}); lower lr (now {lr})")
         if done % log_every == 0 or done == steps:
-            entry = {"step": done, "loss": sum(window) / len(window), "lr": opt.param_groups[0]["lr"],
+            entry = {"step": done, "loss": losses.mean().item(), "lr": opt.param_groups[0]["lr"],
                      "seconds": round(time.time() - t0, 3)}
             stats.append(entry)
             window = []

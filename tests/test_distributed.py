@@ -16,13 +16,13 @@ WORKER = textwrap.dedent("""
     run_dir, until, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     X = gd.data.load("digits", n=32, seed=0)
     net = gd.networks.UNet(1, 8, 8, (1, 2), seed=0)
-    D = gd.training.train(net, X, steps=6, batch_size=8, lr=2e-3, ema=0.9, seed=3, checkpoint_every=100,
+    D = gd.training.train(net, X, steps=6, batch_size=8, lr=2e-3, ema=100, seed=3, checkpoint_every=100,
                           run_dir=run_dir, until=until or None, device="cpu", progress=False, log_every=1)
     rank, world = gd.training.distributed()
     assert world == 2, world
     torch.save({"ema": D.net.state_dict(), "stats": D.stats}, f"{out}.{rank}")
 """)
-OPTS = dict(steps=6, batch_size=8, lr=2e-3, ema=0.9, seed=3, checkpoint_every=100, device="cpu", progress=False,
+OPTS = dict(steps=6, batch_size=8, lr=2e-3, ema=100, seed=3, checkpoint_every=100, device="cpu", progress=False,
             log_every=1)
 
 

@@ -1,5 +1,6 @@
 """Training: resumption equals an uninterrupted run, corrupt files are detected, the cache short-circuits."""
 import json
+import math
 import os
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def _net():
     return gd.networks.UNet(1, 8, 8, (1, 2), seed=0)
 
 
-OPTS = dict(steps=12, batch_size=8, lr=2e-3, ema=0.9, seed=3, checkpoint_every=4, progress=False)
+OPTS = dict(steps=12, batch_size=8, lr=2e-3, ema=100, seed=3, checkpoint_every=4, progress=False)
 
 
 def _weights(D):
@@ -134,7 +135,10 @@ def test_run_dir_of_another_run_is_refused(tmp_path):
     (dict(X=torch.zeros(0, 1, 8, 8)), ValueError, r"X is an empty dataset \(0 images\)"),
     (dict(X=torch.zeros(4, 3, 8, 8)), ValueError, r"the network expects images shaped \[B, 1, 8, 8\]"),
     (dict(lr=0.0), ValueError, "lr must be finite and > 0"),
-    (dict(ema=1.0), ValueError, r"ema is a per-step decay in \[0, 1\)"),
+    (dict(ema=0.995), ValueError, r"ema = 0.995 looks like a per-step decay.*half-life of 1106 images"),
+    (dict(ema=-1.0), ValueError, r"ema is an EMA half-life in training images \(>= 0"),
+    (dict(ema=float("nan")), ValueError, r"ema is an EMA half-life"),
+    (dict(ema_rampup=2.0), ValueError, r"ema_rampup is a fraction of the images seen, in \(0, 1\]"),
     (dict(steps=0), ValueError, "steps must be a positive integer"),
     (dict(snapshot_steps=[20]), ValueError, r"snapshot_steps must lie in \[1, steps=12\]"),
 ])
@@ -198,7 +202,7 @@ import sys, torch
 import gaussdiff_lib as gd
 X = gd.data.load("digits", n=24, seed=0)
 net = gd.networks.UNet(1, 8, 8, (1, 2), seed=0)
-D = gd.training.train(net, X, steps=40, batch_size=8, lr=2e-3, ema=0.9, seed=3, progress=False, cache=True)
+D = gd.training.train(net, X, steps=40, batch_size=8, lr=2e-3, ema=100, seed=3, progress=False, cache=True)
 print(gd.cache.digest(D.net.state_dict()), D.run_dir)
 """
 
@@ -220,10 +224,10 @@ def test_two_processes_share_one_cached_run(tmp_path):
 
 
 def test_train_unet_shares_the_cached_run():
-    D = training.train_unet(_X(), channels=8, channel_mult="1,2", steps=12, batch_size=8, lr=2e-3, ema=0.9,
+    D = training.train_unet(_X(), channels=8, channel_mult="1,2", steps=12, batch_size=8, lr=2e-3, ema=100,
                             seed=0, progress=False)
     net = gd.networks.UNet(1, 8, 8, (1, 2), seed=0)
-    same = training.train(net, _X(), steps=12, batch_size=8, lr=2e-3, ema=0.9, seed=0, progress=False, cache=True)
+    same = training.train(net, _X(), steps=12, batch_size=8, lr=2e-3, ema=100, seed=0, progress=False, cache=True)
     assert D.run_dir == same.run_dir
 
 
@@ -232,7 +236,7 @@ import sys, torch, gaussdiff_lib as gd
 from gaussdiff_lib import training
 X = gd.data.load("digits", n=24, seed=0)
 net = gd.networks.UNet(1, 8, 8, (1, 2), seed=0)
-training.train(net, X, run_dir=sys.argv[1], steps=400, batch_size=8, lr=2e-3, ema=0.9, seed=3,
+training.train(net, X, run_dir=sys.argv[1], steps=400, batch_size=8, lr=2e-3, ema=100, seed=3,
                checkpoint_every=7, progress=False, log_every=1)
 """
 
@@ -246,7 +250,7 @@ def test_sigkill_at_a_random_step_then_resume_matches_uninterrupted(tmp_path):
     import sys
     import time
 
-    opts = dict(steps=400, batch_size=8, lr=2e-3, ema=0.9, seed=3, checkpoint_every=7, progress=False, log_every=1)
+    opts = dict(steps=400, batch_size=8, lr=2e-3, ema=100, seed=3, checkpoint_every=7, progress=False, log_every=1)
     reference = _weights(training.train(_net(), _X(), run_dir=tmp_path / "reference", **opts))
     run_dir = tmp_path / "killed"
     kill_at = random.Random().randint(20, 300)  # a random step, different on each run of the suite
@@ -293,3 +297,47 @@ def test_linear_net_is_affine_and_rebuilt_from_its_config(tmp_path):
     assert isinstance(gd.networks.build(_net().config), gd.networks.UNet)
     with pytest.raises(ValueError, match="unknown network architecture"):
         gd.networks.build({"arch": "transformer"})
+
+
+def _hand_beta(k, batch, halflife, rampup):
+    """EDM's EMA decay after k steps, written out independently of the library (Karras et al. 2022, app. F)."""
+    h = halflife if rampup is None else min(halflife, rampup * k * batch)
+    return 0.5 ** (batch / max(h, 1e-8))
+
+
+@pytest.mark.parametrize("halflife, rampup", [(200.0, 0.05), (40.0, None), (1e6, 0.5)])
+def test_ema_equals_an_average_computed_by_hand(tmp_path, halflife, rampup):
+    """The raw weights after every step (a run with ema=0 keeps them as snapshots) averaged by hand with EDM's
+    ramped-up decay give exactly the EMA weights of a run with the same seed, at its snapshots and at the end."""
+    steps, batch = 9, 8
+    opts = dict(steps=steps, batch_size=batch, lr=5e-3, seed=3, progress=False)
+    raw = training.train(_net(), _X(), ema=0, snapshot_steps=range(1, steps + 1), run_dir=tmp_path / "raw", **opts)
+    thetas = [{k: v.double() for k, v in _net().state_dict().items()}]
+    for k in range(1, steps + 1):
+        thetas.append({k_: v.double() for k_, v in training.load_run(raw.run_dir, snapshot=k).net.state_dict().items()})
+    averaged = training.train(_net(), _X(), ema=halflife, ema_rampup=rampup, snapshot_steps=[2, 5],
+                              run_dir=tmp_path / "ema", **opts)
+    hand = dict(thetas[0])
+    by_step = {}
+    for k in range(1, steps + 1):
+        beta = _hand_beta(k, batch, halflife, rampup)
+        hand = {name: beta * hand[name] + (1 - beta) * thetas[k][name] for name in hand}
+        by_step[k] = hand
+    for k, D in ((2, training.load_run(averaged.run_dir, snapshot=2)), (5, training.load_run(averaged.run_dir, 5)),
+                 (steps, averaged)):
+        got = D.net.state_dict()
+        for name, value in by_step[k].items():
+            torch.testing.assert_close(got[name].double(), value, atol=2e-6, rtol=1e-5,
+                                       msg=f"EMA of {name} at step {k}")
+    for k in range(1, steps + 1):
+        assert training.ema_beta(k * batch, batch, halflife, rampup) == pytest.approx(_hand_beta(k, batch, halflife, rampup))
+
+
+def test_ema_rampup_forgets_the_initial_weights():
+    """With EDM's ramp-up the weight left on the initial network after k steps is prod beta_i, below 1e-6 at
+    every step; a fixed per-step decay of 0.995 kept 78% after 50 steps (the defect this replaces)."""
+    for steps in (1, 50, 100, 250):
+        kept = math.prod(training.ema_beta(i * 64, 64) for i in range(1, steps + 1))
+        assert kept < 1e-6
+    assert math.prod(training.ema_beta(i * 64, 64, rampup=None) for i in range(1, 51)) > 0.99
+    assert training.ema_beta(640, 64, halflife=0) == 0.0
