@@ -72,7 +72,7 @@ class Stage:
 
 def step_time(net, X, batch, steps, report, name):
     with Stage(report, name) as st:
-        D = gd.training.train(net, X, steps=steps, batch_size=batch, lr=2e-4, ema=0.9999, device=DEVICE,
+        D = gd.training.train(net, X, steps=steps, batch_size=batch, lr=2e-4, device=DEVICE,
                               progress=False, log_every=1)
         secs = [s["seconds"] for s in D.stats]
         per_step = (secs[-1] - secs[1]) / (len(secs) - 2)  # skip the first step (allocation, cudnn autotune)

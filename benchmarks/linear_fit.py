@@ -57,7 +57,7 @@ def main():
     torch.set_grad_enabled(False)
     X = gd.data.load("fashion-mnist", resolution=16, n=16384, seed=0)
     net = gd.training.train_unet(X, channels=16, channel_mult="1,2", steps=2000, batch_size=64, lr=0.002,
-                                 ema=0.995, seed=0, device=device)
+                                 seed=0, device=device)
     held = gd.data.load("fashion-mnist", split="test", resolution=16, n=args.ref_images, seed=1)
     images = held[: args.images]
     s = args.sigma

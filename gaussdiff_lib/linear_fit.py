@@ -79,10 +79,25 @@ def _noise(shape, seed: int, level: int, rep: int, start: int) -> torch.Tensor:
     return torch.randn(shape, generator=g, dtype=torch.float32)
 
 
+def _solve(A: torch.Tensor, B: torch.Tensor, ridge: float, d: int, sigma: float, m: int):
+    A = A.clone()
+    if ridge > 0:
+        A.diagonal()[:d] += ridge
+    chol, failed = torch.linalg.cholesky_ex(A)
+    if failed:
+        evals = torch.linalg.eigvalsh(A)
+        condition = (evals[-1] / evals[0]).item() if evals[0] > 0 else math.inf
+        raise ValueError(
+            f"the normal equations at sigma = {sigma:g} are singular (condition {condition:.3g}): the "
+            f"{m} noisy inputs do not span {d} dimensions; add images or noise draws, or pass ridge > 0")
+    return torch.cholesky_solve(B, chol)                   # [d + 1, d]
+
+
 @torch.no_grad()
 def fit_linear(D, images: torch.Tensor, sigmas, n_noise: int = 4, batch_size: int = 512, ridge: float = 0.0,
-               device=None, seed: int = 0, progress: bool | None = None) -> LinearDenoiser:
-    """Exact least-squares affine fit of D at each sigma over images x n_noise noise draws.
+               device=None, seed: int = 0, progress: bool | None = None, target_error: float | None = None,
+               max_noise: int = 64) -> LinearDenoiser:
+    """Exact least-squares affine fit of D at each sigma over images x noise draws, with its own sampling error.
 
     Args:
         D: any denoiser ``D(x, sigma)``.
@@ -93,55 +108,90 @@ def fit_linear(D, images: torch.Tensor, sigmas, n_noise: int = 4, batch_size: in
         ridge: Tikhonov term added to the diagonal of the normalised normal equations (0: none).
         device: where to accumulate and solve (default: the images' device); CUDA when given.
         seed: seed of the noise draws.
+        target_error: if given, the relative error of W to reach at every sigma: draws are added per sigma (the
+            moments simply accumulate) in rounds sized by the sqrt(d / m) law until ``rel_error`` <= target or
+            ``max_noise`` draws per image are used; ``info[i]["target_met"]`` says which.
+        max_noise: the most noise draws per image with ``target_error``.
 
     Returns:
-        LinearDenoiser with ``info[i] = {"samples", "condition", "ridge"}`` per sigma.
+        LinearDenoiser with ``info[i] = {"samples", "condition", "ridge", "rel_error", "rmse_error",
+        "target_met"}`` per sigma (``samples`` = network evaluations spent on that sigma).
+
+    The fit is a least-squares estimate from finitely many samples, so it carries sampling error of order
+    sqrt(d / m) of the denoiser's nonlinear residual. It is measured by independent splits: the images (with
+    their noise) are also fitted in two disjoint halves, and the difference of the two half fits, scaled to the
+    full sample by the least-squares variance factor (m/2 - p - 1) / (2 (m - p - 1)) with p = d + 1 unknowns,
+    estimates ``rel_error`` = ||W - W*||_F / ||W||_F and ``rmse_error``, the RMS error of the fitted map's
+    outputs over inputs like the fit's own: the noise floor under any RMSE(D_L, .) (None when a half has too
+    few samples to be solved).
     """
     images = as_images(images, "images")
     levels = as_levels(sigmas)
     n_noise, batch_size = positive_int(n_noise, "n_noise"), positive_int(batch_size, "batch_size")
     if ridge < 0 or not math.isfinite(ridge):
         raise ValueError(f"ridge must be finite and >= 0, got {ridge}")
+    if target_error is not None and not (0 < target_error < 1):
+        raise ValueError(f"target_error is a relative error of W in (0, 1), e.g. 0.05; got {target_error}")
+    max_noise = max(positive_int(max_noise, "max_noise"), n_noise)
     n, shape = images.shape[0], tuple(images.shape[1:])
     d = math.prod(shape)
-    m = n * n_noise
-    if m < d + 1 and ridge == 0:
-        raise ValueError(f"fewer samples than unknowns: N * n_noise = {n} * {n_noise} = {m} < d + 1 = {d + 1}; "
-                         "add images, raise n_noise, or pass ridge > 0")
+    if n * n_noise < d + 1 and ridge == 0:
+        raise ValueError(f"fewer samples than unknowns: N * n_noise = {n} * {n_noise} = {n * n_noise} < d + 1 = "
+                         f"{d + 1}; add images, raise n_noise, or pass ridge > 0")
     device = torch.device(device) if device is not None else images.device
     weights = torch.empty(len(levels), d, d, dtype=torch.float64, device=device)
     biases = torch.empty(len(levels), d, dtype=torch.float64, device=device)
     info = []
-    total = len(levels) * n_noise * math.ceil(n / batch_size)
-    bar = tqdm(total=total, desc="fit_linear", disable=not show_progress(progress), leave=False)
+    half = n // 2
+    parts = [(0, half), (half, n)] if half > 0 else [(0, n)]
+    batches = sum(math.ceil((hi - lo) / batch_size) for lo, hi in parts)
+    bar = tqdm(total=len(levels) * n_noise * batches, desc="fit_linear", disable=not show_progress(progress),
+               leave=False)
+    p = d + 1
     for li, sigma in enumerate(levels):
-        A = torch.zeros(d + 1, d + 1, dtype=torch.float64, device=device)
-        B = torch.zeros(d + 1, d, dtype=torch.float64, device=device)
-        for rep in range(n_noise):
-            for start in range(0, n, batch_size):
-                y = images[start:start + batch_size]
-                x = y + sigma * _noise(y.shape, seed, li, rep, start).to(y.device, y.dtype)
-                out = D(x, sigma).reshape(x.shape[0], d).to(device, torch.float64)
-                xa = torch.cat([x.reshape(x.shape[0], d).to(device, torch.float64),
-                                torch.ones(x.shape[0], 1, dtype=torch.float64, device=device)], dim=1)
-                A.addmm_(xa.T, xa)
-                B.addmm_(xa.T, out)
-                bar.update()
-        A /= m
-        B /= m
-        if ridge > 0:
-            A.diagonal()[:d] += ridge
-        evals = torch.linalg.eigvalsh(A)
+        moments = [[torch.zeros(p, p, dtype=torch.float64, device=device),
+                    torch.zeros(p, d, dtype=torch.float64, device=device)] for _ in parts]
+        reps, want = 0, n_noise
+        while True:
+            for part, (lo, hi) in zip(moments, parts):
+                for rep in range(reps, want):
+                    for start in range(lo, hi, batch_size):
+                        y = images[start:min(start + batch_size, hi)]
+                        x = y + sigma * _noise(y.shape, seed, li, rep, start).to(y.device, y.dtype)
+                        out = D(x, sigma).reshape(x.shape[0], d).to(device, torch.float64)
+                        xa = torch.cat([x.reshape(x.shape[0], d).to(device, torch.float64),
+                                        torch.ones(x.shape[0], 1, dtype=torch.float64, device=device)], dim=1)
+                        part[0].addmm_(xa.T, xa)
+                        part[1].addmm_(xa.T, out)
+                        bar.update()
+            reps = want
+            m = n * reps
+            A, B = sum(mo[0] for mo in moments) / m, sum(mo[1] for mo in moments) / m
+            theta = _solve(A, B, ridge, d, sigma, m)
+            rel_error = rmse_error = None
+            m_half = min(hi - lo for lo, hi in parts) * reps
+            if len(parts) == 2 and (m_half > p + 1 or ridge > 0):
+                t1, t2 = (_solve(Ah / ((hi - lo) * reps), Bh / ((hi - lo) * reps), ridge, d, sigma, m_half)
+                          for (Ah, Bh), (lo, hi) in zip(moments, parts))
+                factor = (m_half - p - 1) / (2 * (m - p - 1)) if ridge == 0 else 0.25
+                delta = t1 - t2                                   # [d + 1, d]
+                rel_error = math.sqrt(factor) * (delta[:d].norm() / theta[:d].norm().clamp_min(1e-300)).item()
+                rmse_error = math.sqrt(factor * max(0.0, torch.trace(delta.T @ A @ delta).item()) / d)
+            if target_error is None or rel_error is None or rel_error <= target_error or reps >= max_noise:
+                break
+            # the error falls as 1/sqrt(samples): ask for what the target needs, with 10% to spare
+            want = min(max_noise, max(reps + 1, math.ceil(reps * 1.1 * (rel_error / target_error) ** 2)))
+            bar.total += (want - reps) * batches
+        A_r = A.clone()
+        A_r.diagonal()[:d] += ridge
+        evals = torch.linalg.eigvalsh(A_r)
         condition = (evals[-1] / evals[0]).item() if evals[0] > 0 else math.inf
-        chol, failed = torch.linalg.cholesky_ex(A)
-        if failed:
-            raise ValueError(
-                f"the normal equations at sigma = {sigma:g} are singular (condition {condition:.3g}): the "
-                f"{m} noisy inputs do not span {d} dimensions; add images or noise draws, or pass ridge > 0")
-        theta = torch.cholesky_solve(B, chol)                   # [d + 1, d]
         weights[li] = theta[:d].T
         biases[li] = theta[d]
-        info.append({"sigma": sigma, "samples": m, "condition": condition, "ridge": float(ridge)})
+        info.append({"sigma": sigma, "samples": m, "condition": condition, "ridge": float(ridge),
+                     "rel_error": rel_error, "rmse_error": rmse_error,
+                     "target_met": None if target_error is None else (rel_error is not None
+                                                                       and rel_error <= target_error)})
     bar.close()
     return LinearDenoiser(levels, weights, biases, shape, info)
 
