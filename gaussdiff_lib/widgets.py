@@ -41,11 +41,18 @@ def denoise_levels(denoisers: Mapping[str, torch.nn.Module], image: torch.Tensor
 
 
 def slider_view(labels: Sequence[str], draw: Callable[[int], object], start: int = 0, description: str = ""):
-    """A selection slider over ``labels`` and an output area showing ``draw(i)`` (a matplotlib figure) for the
-    selected index; returns the ``VBox``. The first frame is drawn at once, so a saved notebook keeps it."""
+    """A selection slider over ``labels`` and an image showing ``draw(i)`` (a matplotlib figure, rendered to PNG
+    and closed) for the selected index; returns the ``VBox``. The first frame is drawn at once, so a saved
+    notebook keeps it.
+
+    The frame is an ``Image`` widget rather than an ``Output`` area: an executor (nbclient, so papermill and
+    nbval) mirrors every output of an ``Output`` widget back to the kernel on the shell channel while it waits on
+    that channel for the cell's reply, and under load that exchange can stall the execution; an image's bytes
+    travel one way only."""
+    import io
+
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
-    from IPython.display import display
 
     labels = list(labels)
     if not labels:
@@ -55,18 +62,18 @@ def slider_view(labels: Sequence[str], draw: Callable[[int], object], start: int
     slider = widgets.SelectionSlider(options=[(str(lab), i) for i, lab in enumerate(labels)], value=start,
                                      description=description, continuous_update=True,
                                      layout=widgets.Layout(width="95%"))
-    out = widgets.Output()
+    image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
 
     def redraw(change=None):
-        with out:
-            out.clear_output(wait=True)
-            fig = draw(slider.value)
-            display(fig)
-            plt.close(fig)
+        fig = draw(slider.value)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", bbox_inches="tight")
+        plt.close(fig)
+        image.value = buffer.getvalue()
 
     slider.observe(redraw, names="value")
     redraw()
-    return widgets.VBox([slider, out])
+    return widgets.VBox([slider, image])
 
 
 def sigma_explorer(denoisers: Mapping[str, torch.nn.Module], image: torch.Tensor,

@@ -9,18 +9,23 @@ matplotlib.use("Agg")
 
 
 def test_slider_view_draws_the_selected_frame():
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
     drawn = []
 
     def draw(i):
-        import matplotlib.pyplot as plt
         drawn.append(i)
-        return plt.figure()
+        fig = plt.figure(figsize=(1 + i, 1))   # frames differ, so a redraw must change the image
+        return fig
 
     box = gd.widgets.slider_view(["a", "b", "c"], draw, start=1, description="x")
-    slider = box.children[0]
+    slider, image = box.children
     assert [label for label, _ in slider.options] == ["a", "b", "c"] and drawn == [1]
+    assert bytes(image.value).startswith(b"\x89PNG") and not plt.get_fignums()    # rendered, and the figure closed
+    first = bytes(image.value)
     slider.value = 2
-    assert drawn == [1, 2]
+    assert drawn == [1, 2] and bytes(image.value).startswith(b"\x89PNG") and bytes(image.value) != first
     with pytest.raises(ValueError, match="start must index"):
         gd.widgets.slider_view(["a"], draw, start=3)
     with pytest.raises(ValueError, match="at least one frame"):
