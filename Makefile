@@ -6,6 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= cpu
+# training processes before the notebooks run: auto = 1 on a GPU, 2 on a CPU (two runs at a time, a core each)
+JOBS ?= auto
 # trained networks and Gaussian statistics live here, so a rebuild after a prose change trains nothing
 export GAUSSDIFF_CACHE ?= $(CURDIR)/.cache/gaussdiff
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
@@ -26,6 +28,7 @@ assets: $(STAMP)
 	$(PY) -m gaussdiff_lib assets
 
 notebooks: data
+	$(PY) -m gaussdiff_lib train --profile $(PROFILE) --jobs $(JOBS)
 	$(PY) -m gaussdiff_lib execute --profile $(PROFILE) --out book
 
 html: assets

@@ -29,6 +29,7 @@ __all__ = ["Criterion", "LOSS_LEVELS", "INTERMEDIATE", "MEASURES", "measure", "a
 
 #: the intermediate sigma range of the paper (section 4), where memorization and generalization differ
 INTERMEDIATE = (0.116, 20.0)
+#: the names of the two measures the criterion watches, as keys of :func:`measure`'s result
 MEASURES = ("heldout_loss", "rmse_gaussian")
 
 
@@ -38,7 +39,7 @@ def _loss_levels(k: int = 8, P_mean: float = -1.2, P_std: float = 1.2) -> list[f
     return torch.distributions.Normal(P_mean, P_std).icdf(q).exp().tolist()
 
 
-#: noise levels of the held-out loss: the training distribution of sigma by its 8 quantile midpoints
+#: the noise levels of the held-out loss, the 8 quantile midpoints of the training distribution of sigma
 LOSS_LEVELS = tuple(_loss_levels())
 
 
@@ -131,7 +132,7 @@ def measure(D, G, images: torch.Tensor, fixed_sigma: float | None = None, seed: 
 
 def assess(points: list[dict], criterion: Criterion, total: int) -> dict:
     """The verdict from measured points (dicts with 'step' and each of :data:`MEASURES`): per measure, the
-    largest relative change over the window, max_t |m(t) - m(T)| / |m(T)|, and converged = every change
+    largest relative change over the window, ``max_t |m(t) - m(T)| / |m(T)|``, and converged = every change
     <= tolerance. Refuses points that do not cover the window (never a silent 'converged')."""
     by_step = {int(p["step"]): p for p in points}
     window = criterion.window_steps(total)

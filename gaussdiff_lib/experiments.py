@@ -18,13 +18,19 @@ Every profile (``profiles/<name>.yml``) may hold an ``experiments`` section::
         dae-linear-1.5: {n: 4096, arch: linear, fixed_sigma: 1.5}
       sweeps:                     # name -> list of run names
         dataset_size: [n16, n64, ...]
+      convergence:                # how every trained run is certified converged (gaussdiff_lib.convergence)
+        every: 0.125              # EMA snapshots every 1/8 of training ...
+        window: 0.25              # ... and over the last quarter ...
+        tolerance: 0.05           # ... neither measure may move by more than 5%
 
 A run is one training set (``n`` images of ``dataset`` at positions ``offset`` .. ``offset + n - 1`` of
 the permutation seeded by ``subset_seed``, so sizes are nested and ``offset = n`` gives the disjoint
 second half), one network (``arch``: ``unet`` this project's compact UNet, ``ncsnpp`` / ``ddpmpp`` EDM's
 UNets, ``linear`` an affine map; ``channels`` = the paper's channel size), and one training recipe (``steps``, ``batch_size``, ``lr``, ``ema``, ``seed``, optional ``fixed_sigma`` for a
 denoising autoencoder at one noise level, ``snapshots`` = steps whose EMA weights are kept, the
-paper's training-time checkpoints). :func:`model` trains a run or loads it from the cache; runs are
+paper's training-time checkpoints; ``ema`` is EDM's half-life in training images, ramped up). Every trained
+run also keeps the snapshots its convergence criterion measures, and :func:`certificate` says whether it
+converged. :func:`model` trains a run or loads it from the cache; runs are
 keyed by content, so a sweep and a chapter asking for the same run share one trained network.
 A run with ``checkpoint`` (a path or URL of one of NVIDIA's EDM pickles) is not trained: :func:`model`
 loads those weights (:func:`gaussdiff_lib.checkpoints.load_edm`), and ``n``/``dataset`` name the data
@@ -40,12 +46,14 @@ import torch
 from tqdm.auto import tqdm
 
 from . import profiles as _profiles
+from . import stats as _stats
 from ._checks import as_levels, positive_int, show_progress
+from .convergence import INTERMEDIATE, Criterion, criterion_from
 
-__all__ = ["Run", "runs", "run", "sweep", "sweeps", "training_set", "heldout_set", "model", "models", "gaussian",
-           "compare", "Comparison", "compare_halves", "INTERMEDIATE", "training_plan", "analysis_memory",
-           "chapter_networks", "data_sources",
-           "LicenseNotice"]
+__all__ = ["Run", "runs", "run", "sweep", "sweeps", "criterion", "training_set", "heldout_set", "model", "models",
+           "gaussian", "certificate", "certificates", "convergence_rows", "convergence_sentence", "compare",
+           "Comparison", "compare_halves", "Halves", "INTERMEDIATE", "training_plan", "analysis_memory",
+           "chapter_networks", "data_sources", "LicenseNotice"]
 
 
 @dataclass(frozen=True)
@@ -67,11 +75,24 @@ class Run:
     steps: int = 2000
     batch_size: int = 64
     lr: float = 0.002
-    ema: float = 0.995
+    ema: float = 500_000.0
     seed: int = 0
     snapshots: tuple[int, ...] = field(default_factory=tuple)
     fixed_sigma: float | None = None
     checkpoint: str = ""
+    convergence: Criterion | None = None
+
+    @property
+    def measured_steps(self) -> tuple[int, ...]:
+        """The steps whose snapshots the convergence criterion measures (the last is the final step)."""
+        if self.convergence is None or self.checkpoint:
+            return ()
+        return self.convergence.steps(self.steps, f"run {self.name!r}")
+
+    @property
+    def kept_steps(self) -> tuple[int, ...]:
+        """Every step whose EMA weights the run keeps (its ``snapshots`` and the criterion's, not the last)."""
+        return tuple(sorted((set(self.snapshots) | set(self.measured_steps)) - {self.steps}))
 
     @property
     def epochs(self) -> float:
@@ -93,8 +114,8 @@ class Run:
 
 
 ARCHS = ("unet", "ncsnpp", "ddpmpp", "linear")
-_FIELDS = {f.name: f for f in dataclasses.fields(Run) if f.name not in ("name", "profile")}
-_SECTION_KEYS = {"heldout", "defaults", "runs", "sweeps"}
+_FIELDS = {f.name: f for f in dataclasses.fields(Run) if f.name not in ("name", "profile", "convergence")}
+_SECTION_KEYS = {"heldout", "defaults", "runs", "sweeps", "convergence"}
 
 
 def _section(profile: str) -> dict:
@@ -109,7 +130,12 @@ def _section(profile: str) -> dict:
     return section
 
 
-def _make(name: str, profile: str, fields: dict) -> Run:
+def criterion(profile: str) -> Criterion:
+    """The profile's convergence criterion (its ``experiments.convergence`` section, defaults otherwise)."""
+    return criterion_from(_section(profile).get("convergence"), f"profiles/{profile}.yml")
+
+
+def _make(name: str, profile: str, fields: dict, conv: Criterion | None = None) -> Run:
     unknown = set(fields) - set(_FIELDS)
     if unknown:
         raise ValueError(f"run {name!r} of profile {profile!r}: unknown fields {sorted(unknown)}; "
@@ -129,7 +155,7 @@ def _make(name: str, profile: str, fields: dict) -> Run:
         raise ValueError(f"run {name!r} of profile {profile!r}: {exc}") from None
     if isinstance(fields.get("channel_mult"), (list, tuple)):
         fields["channel_mult"] = ",".join(str(int(m)) for m in fields["channel_mult"])
-    run_ = Run(name=name, profile=profile, **fields)
+    run_ = Run(name=name, profile=profile, convergence=None if fields.get("checkpoint") else conv, **fields)
     if run_.arch not in ARCHS:
         raise ValueError(f"run {name!r}: arch must be one of {ARCHS}, got {run_.arch!r}")
     if run_.checkpoint and (run_.snapshots or run_.fixed_sigma is not None):
@@ -138,6 +164,13 @@ def _make(name: str, profile: str, fields: dict) -> Run:
         raise ValueError(f"run {name!r}: a linear network is a one-level denoising autoencoder; give it fixed_sigma")
     if any(s > run_.steps for s in run_.snapshots):
         raise ValueError(f"run {name!r}: snapshots {list(run_.snapshots)} go past its {run_.steps} steps")
+    from .training import _check_ema
+
+    try:
+        _check_ema(run_.ema, None, run_.batch_size)
+        run_.measured_steps  # a criterion that cannot be evaluated on this run is an error now, not later
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"run {name!r} of profile {profile!r}: {exc}") from None
     return run_
 
 
@@ -148,7 +181,8 @@ def runs(profile: str) -> dict[str, Run]:
     table = section.get("runs") or {}
     if not isinstance(table, dict) or not all(isinstance(v, dict) or v is None for v in table.values()):
         raise ValueError(f"profiles/{profile}.yml: experiments.runs must map run names to field maps")
-    return {str(name): _make(str(name), profile, {**defaults, **(fields or {})}) for name, fields in table.items()}
+    conv = criterion(profile)
+    return {str(name): _make(str(name), profile, {**defaults, **(fields or {})}, conv) for name, fields in table.items()}
 
 
 def run(name: str, profile: str) -> Run:
@@ -249,9 +283,11 @@ def model(r: Run | str, profile: str | None = None, snapshot: int | None = None,
     from .training import default_device, load_run, train
 
     r = _as_run(r, profile)
-    if snapshot is not None and int(snapshot) not in r.snapshots:
-        raise ValueError(f"run {r.name!r} keeps snapshots at steps {list(r.snapshots) or 'none'}, not {snapshot}; "
+    if snapshot is not None and int(snapshot) not in (*r.kept_steps, r.steps):
+        raise ValueError(f"run {r.name!r} keeps snapshots at steps {list(r.kept_steps) or 'none'}, not {snapshot}; "
                          "add the step to its 'snapshots' in the profile")
+    if snapshot is not None and int(snapshot) == r.steps:
+        snapshot = None
     device = torch.device(device) if device is not None else default_device()
     if r.checkpoint:
         return _published(r, device)
@@ -261,7 +297,7 @@ def model(r: Run | str, profile: str | None = None, snapshot: int | None = None,
     X = training_set(r) if X is None else X
     net = _network(r, X)
     den = train(net, X, steps=r.steps, batch_size=r.batch_size, lr=r.lr, ema=r.ema, seed=r.seed,
-                snapshot_steps=r.snapshots, fixed_sigma=r.fixed_sigma, device=device, progress=progress, cache=True)
+                snapshot_steps=r.kept_steps, fixed_sigma=r.fixed_sigma, device=device, progress=progress, cache=True)
     if snapshot is not None:
         stats = den.stats
         den = load_run(den.run_dir, snapshot=int(snapshot), device=device)
@@ -312,7 +348,7 @@ def training_plan(profile: str, throughput: dict) -> list[dict]:
     return rows
 
 
-RUN_PARAMETERS = ("large", "small", "run", "reference")  # notebook parameters that name one run
+RUN_PARAMETERS = ("large", "small", "run", "reference", "long_run")  # notebook parameters that name one run
 
 
 def chapter_networks(profile: str) -> list[dict]:
@@ -399,22 +435,217 @@ def gaussian(r: Run | str, profile: str | None = None, device=None, X: torch.Ten
 
 
 
+# ------------------------------------------------------------------------------- convergence
+def _write_json(path, obj) -> None:
+    import json
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def certificate(r: Run | str, profile: str | None = None, device=None, progress: bool | None = None) -> dict:
+    """Whether a run converged by its profile's criterion (:mod:`gaussdiff_lib.convergence`), with the evidence.
+
+    Trains or loads the run, measures the held-out loss and RMSE(D_theta, D_G) over intermediate sigma at each of
+    the criterion's snapshots, and returns {"run", "n", "steps", "epochs", "points" (one dict per measured step),
+    "changes" (largest relative change of each measure over the window), "converged", "window", "tolerance"}.
+    The result is stored beside the run's weights, so it is computed once. Runs that load published weights
+    return ``converged = None`` (trained elsewhere; not assessed here).
+    """
+    import json
+
+    from . import cache as _cache
+    from .convergence import assess, measure
+
+    r = _as_run(r, profile)
+    base = {"run": r.name, "n": r.n, "steps": r.steps, "epochs": None if r.checkpoint else r.epochs}
+    if r.checkpoint or r.convergence is None:
+        return {**base, "points": [], "changes": {}, "converged": None, "window": [], "tolerance": None}
+    crit = r.convergence
+    X = training_set(r)
+    final = model(r, device=device, progress=progress, X=X)
+    held_spec = {"profile_heldout": _section(r.profile).get("heldout") or "", "dataset": r.dataset,
+                 "resolution": r.resolution, "criterion": crit.as_dict(), "fixed_sigma": r.fixed_sigma}
+    key = _cache.digest(held_spec, [s for s in r.measured_steps])
+    path = final.run_dir / f"convergence-{key[:16]}.json"
+    if path.exists():
+        try:
+            return {**base, **json.loads(path.read_text())}
+        except ValueError:
+            path.unlink()  # a file cut short: measure again
+    held = heldout_set(r.profile, crit.images, seed=crit.seed, resolution=r.resolution, dataset=r.dataset)
+    G = gaussian(r, X=X, device=device)
+    points = []
+    with torch.no_grad():
+        for step in r.measured_steps:
+            D = final if step == r.steps else model(r, snapshot=step, device=device, X=X)
+            points.append({"step": step, "epoch": r.epoch(step),
+                           **measure(D, G, held, fixed_sigma=r.fixed_sigma, seed=crit.seed)})
+    result = {"points": points, **assess(points, crit, r.steps)}
+    _write_json(path, result)
+    return {**base, **result}
+
+
+def train_job(job: tuple) -> tuple[str, float, object]:
+    """Train (or load) one run and certify it: ``job = (profile, name, device, threads)``; returns (name,
+    seconds, converged). The unit of work of ``python -m gaussdiff_lib train --jobs k`` (a module-level
+    function, so worker processes can import it)."""
+    import time
+
+    profile, name, device, threads = job
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.time()
+    model(name, profile, device=device, progress=False)
+    cert = certificate(name, profile, device=device, progress=False)
+    return name, time.time() - t0, cert["converged"]
+
+
+def certificates(names, profile: str, device=None, progress: bool | None = None) -> list[dict]:
+    """:func:`certificate` of each run (a list of names, or a sweep's name)."""
+    if isinstance(names, str):
+        names = sweep(names, profile)
+    return [certificate(n, profile, device=device, progress=progress) for n in dict.fromkeys(names)]
+
+
+def convergence_rows(certs: list[dict]) -> list[dict]:
+    """One table row per certificate: run, N, steps, epochs, the last-window changes, converged yes/no."""
+    rows = []
+    for c in certs:
+        changes = c["changes"]
+        rows.append({"run": c["run"], "N": f"{c['n']:,}", "steps": f"{c['steps']:,}",
+                     "epochs": "" if c["epochs"] is None else f"{c['epochs']:,.0f}",
+                     "Δ held-out loss": f"{100 * changes['heldout_loss']:.1f}%" if changes else "",
+                     "Δ RMSE(θ, G)": f"{100 * changes['rmse_gaussian']:.1f}%" if changes else "",
+                     "converged": {True: "yes", False: "no", None: "published weights"}[c["converged"]]})
+    return rows
+
+
+_MEASURE_NAMES = {"heldout_loss": "held-out loss", "rmse_gaussian": "RMSE(D_θ, D_G)"}
+
+
+def _drift(c: dict) -> str:
+    """How an unconverged run is still moving: each measure over its tolerance and the sign of its change."""
+    pts = {p["step"]: p for p in c["points"]}
+    first, last = (pts.get(s) for s in (c["window"][0], c["window"][-1]))
+    parts = []
+    for m, change in c["changes"].items():
+        if change <= c["tolerance"]:
+            continue
+        word = "moves"
+        if first is not None and last is not None:
+            word = "still rises" if last[m] > first[m] else "still falls"
+        parts.append(f"{_MEASURE_NAMES[m]} {word}")
+    return f"{c['run']} ({100 * max(c['changes'].values()):.0f}%, {' and '.join(parts)})"
+
+
+def convergence_sentence(certs: list[dict]) -> str:
+    """Computed prose on the convergence of a chapter's runs: all converged, or which did not, by how much and in
+    which direction they were still moving (a rising held-out loss means a run still memorizing its data, so its
+    memorization is, if anything, understated)."""
+    trained = [c for c in certs if c["converged"] is not None]
+    if not trained:
+        return "This chapter uses published weights only; their convergence is not assessed here."
+    tol = trained[0]["tolerance"]
+    window = trained[0]["window"]
+    share = (window[-1] - window[0]) / window[-1] if window[-1] else 0
+    bad = [c for c in trained if not c["converged"]]
+    crit = (f"neither the held-out loss nor RMSE(D_θ, D_G) over intermediate σ moves by more than {100 * tol:.0f}% "
+            f"over the last {100 * share:.0f}% of training")
+    if not bad:
+        return f"All {len(trained)} trained networks of this chapter meet the convergence criterion: {crit}."
+    text = (f"{len(bad)} of the {len(trained)} trained networks of this chapter do not meet the convergence criterion "
+            f"({crit}): {'; '.join(_drift(c) for c in bad)}.")
+    rising = [c for c in bad if "held-out loss still rises" in _drift(c)]
+    if rising and len(rising) == len(bad):
+        text += (" A held-out loss that still rises is a network still memorizing its training set: at its end point "
+                 "it would copy more, not less, so its memorization is understated here, not overstated.")
+    else:
+        text += " Their numbers describe networks still in training, not their end points."
+    return text
+
+
 # ------------------------------------------------------------------------------- sweep analysis
-INTERMEDIATE = (0.116, 20.0)  # the paper's crucial intermediate sigma range (section 4)
 
 
 @dataclass
 class Comparison:
-    """What :func:`compare` measured, per model label (all tensors on the CPU)."""
+    """What :func:`compare` measured, per model label (all tensors on the CPU).
+
+    Per-item values are kept so that every number carries a bootstrap interval and two models can be compared
+    on the same items (:meth:`estimate`, :meth:`difference`): ``distance_items`` / ``delta_items`` [S, B] per
+    held-out image (the same noisy inputs for every model), ``per_sample`` per latent (the same latents),
+    ``linearity_items`` [S_ls, pairs] (the same pairs), ``heldout_gl`` per held-out image.
+    """
 
     levels: list[float]
     distance: dict[str, torch.Tensor]           # RMSE(D_theta, D_G) at each level [S]
     delta_distance: dict[str, torch.Tensor]     # RMSE(D_theta, D_M) to the multi-delta denoiser [S]
     samples: dict[str, torch.Tensor]            # Euler samples from the shared latents
-    gaussian_samples: dict[str, torch.Tensor]   # closed-form samples of each model's Gaussian
+    gaussian_samples: dict[str, torch.Tensor]   # Euler samples of each model's Gaussian from the same latents
     nearest: dict[str, torch.Tensor]            # nearest training image of each sample
     linearity: dict[str, torch.Tensor]          # linearity score over ``linearity_levels`` (if asked)
-    rows: list[dict]                            # one summary row per model
+    rows: list[dict]                            # one summary row per model (numbers with intervals)
+    distance_items: dict[str, torch.Tensor] = field(default_factory=dict)
+    delta_items: dict[str, torch.Tensor] = field(default_factory=dict)
+    per_sample: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    linearity_items: dict[str, torch.Tensor] = field(default_factory=dict)
+    heldout_gl: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    #: measure name -> (what it is per item, how it is summarised)
+    MEASURES = {"rmse_G_mid": "RMSE(D_θ, D_G) over intermediate σ, per held-out image",
+                "rmse_M_mid": "RMSE(D_θ, D_M) over intermediate σ, per held-out image",
+                "rmse_G_max": "RMSE(D_θ, D_G) at the highest σ, per held-out image",
+                "copies": "sample copies a training image (d1/d2 < 1/3), per latent",
+                "gl": "GL score, per latent",
+                "gl_heldout": "GL score of real held-out images against the same training set, per image",
+                "rmse_gauss_sample": "RMSE to the Gaussian model's Euler sample of the same latent",
+                "min_ls": "minimum over σ of the linearity score (pairs resampled)"}
+
+    def _mid(self, curve_items: torch.Tensor) -> torch.Tensor:
+        inside = [i for i, s in enumerate(self.levels) if INTERMEDIATE[0] <= s <= INTERMEDIATE[1]]
+        if not inside:
+            raise ValueError(f"no sigma level lies in {INTERMEDIATE}; levels are {self.levels}")
+        return curve_items[inside].mean(0)
+
+    def items(self, label: str, measure: str) -> torch.Tensor:
+        """Per-item values of one measure for one model (see :attr:`MEASURES`)."""
+        if label not in self.samples:
+            raise ValueError(f"no model {label!r}; the comparison has {list(self.samples)}")
+        if measure == "rmse_G_mid":
+            return self._mid(self.distance_items[label])
+        if measure == "rmse_M_mid":
+            return self._mid(self.delta_items[label])
+        if measure == "rmse_G_max":
+            return self.distance_items[label][self.levels.index(max(self.levels))]
+        if measure in ("copies", "gl", "rmse_gauss_sample"):
+            return self.per_sample[label][measure]
+        if measure == "gl_heldout":
+            return self.heldout_gl[label]
+        if measure == "min_ls":
+            if label not in self.linearity_items:
+                raise ValueError("the linearity score was not measured: pass linearity_levels to compare")
+            return self.linearity_items[label]
+        raise ValueError(f"unknown measure {measure!r}; choose one of {sorted(self.MEASURES)}")
+
+    @staticmethod
+    def _stat(measure: str):
+        return (lambda v: v.mean(-1).min()) if measure == "min_ls" else (lambda v: v.mean())
+
+    def estimate(self, label: str, measure: str) -> _stats.Estimate:
+        """The measure's value for one model with its bootstrap interval over items."""
+        return _stats.bootstrap(self._stat(measure), self.items(label, measure))
+
+    def difference(self, a: str, b: str, measure: str) -> _stats.Estimate:
+        """Measure(a) - measure(b) with the interval of the difference, resampling the shared items jointly
+        (the same held-out images and noise, the same latents, the same linearity pairs)."""
+        if measure == "gl_heldout":
+            raise ValueError("the held-out GL reference uses each model's own training set; compare it per model")
+        return _stats.paired(self.items(a, measure), self.items(b, measure), self._stat(measure))
 
     def figure_rows(self, labels=None, n: int | None = None) -> dict[str, torch.Tensor]:
         """Rows for :func:`gaussdiff_lib.plotting.image_rows`: samples, their nearest training images and
@@ -427,13 +658,6 @@ class Comparison:
         return out
 
 
-def _mean_in(curve: torch.Tensor, levels: list[float], lo: float, hi: float) -> float:
-    inside = [i for i, s in enumerate(levels) if lo <= s <= hi]
-    if not inside:
-        raise ValueError(f"no sigma level lies in [{lo}, {hi}]; levels are {levels}")
-    return float(curve[inside].mean())
-
-
 @torch.no_grad()
 def compare(models, train_sets, heldout: torch.Tensor, latents: torch.Tensor, levels=None, n_steps: int = 10,
             linearity_levels=None, n_pairs: int = 100, gaussians=None, seed: int = 0, device=None,
@@ -443,17 +667,20 @@ def compare(models, train_sets, heldout: torch.Tensor, latents: torch.Tensor, le
 
     Args:
         models: {label: denoiser}; train_sets: {label: its training images} (same labels).
-        heldout: clean held-out images; the distances are taken on them noised at each level.
+        heldout: clean held-out images; the distances are taken on them noised at each level, and their GL
+            score against each training set is the reference for the samples' GL.
         latents: unit-variance latents shared by every model (``gd.sampling.latents``).
         levels: noise levels of RMSE(D_theta, D_G) (default: the paper's 10 analysis levels).
-        n_steps: steps of the paper's Euler sampler (section 1); the Gaussian is sampled in closed form.
+        n_steps: steps of the paper's Euler sampler (section 1), used for the networks *and* for each Gaussian
+            model, so both sides of every sample comparison share the sampler and the latents.
         linearity_levels: if given, also the linearity score over these levels (its minimum per model).
         gaussians: {label: GaussianDenoiser} when already built (default: from each training set, cached).
 
-    Rows hold, per model: N, GL score (Eq. 14), memorized fraction (d1/d2 < 1/3), mean per-sample RMSE to
-    the Gaussian samples, RMSE(D_theta, D_G) and RMSE(D_theta, D_M) (the multi-delta denoiser of the same
-    training set, paper section 2) averaged over the intermediate range [0.116, 20], RMSE(D_theta, D_G) at
-    the highest level, and the minimum linearity score when measured.
+    Rows hold, per model, numbers with 95% bootstrap intervals: N, GL score of the samples (Eq. 14) and of
+    real held-out images against the same training set, memorized fraction (d1/d2 < 1/3), mean per-sample
+    RMSE to the Gaussian samples, RMSE(D_theta, D_G) and RMSE(D_theta, D_M) (the multi-delta denoiser of
+    the same training set, paper section 2) averaged over the intermediate range [0.116, 20],
+    RMSE(D_theta, D_G) at the highest level, and the minimum linearity score when measured.
     """
     from . import metrics, sampling
     from .denoisers import EmpiricalDenoiser, GaussianDenoiser
@@ -469,37 +696,67 @@ def compare(models, train_sets, heldout: torch.Tensor, latents: torch.Tensor, le
         D, X = models[label], train_sets[label]
         G = (gaussians or {}).get(label)
         G = GaussianDenoiser.from_data(X, device=device, cache=True) if G is None else G
-        curve = metrics.distance_curve(D, G, heldout, levels, seed=seed)
-        delta = metrics.distance_curve(D, EmpiricalDenoiser(X, device=device), heldout, levels, seed=seed)
+        curve = metrics.distance_curve(D, G, heldout, levels, seed=seed, reduce=False)
+        delta = metrics.distance_curve(D, EmpiricalDenoiser(X, device=device), heldout, levels, seed=seed,
+                                       reduce=False)
         x = sampling.euler(D, latents, schedule).cpu()
-        xg = sampling.gaussian_closed_form(G, latents, schedule).cpu()
+        xg = sampling.euler(G, latents, schedule).cpu()
         _, idx = metrics.nearest_neighbours(x, X, k=1)
-        row = {"model": label, "N": int(X.shape[0]), "GL score": metrics.gl_score(x, X),
-               "memorized fraction": metrics.memorized_fraction(x, X),
-               "RMSE to Gaussian sample": float(metrics.sample_rmse(x, xg).mean()),
-               "RMSE(θ, G) intermediate σ": _mean_in(curve, levels, *INTERMEDIATE),
-               "RMSE(θ, M) intermediate σ": _mean_in(delta, levels, *INTERMEDIATE),
-               "RMSE(θ, G) at σ max": float(curve[levels.index(max(levels))])}
+        out.distance_items[label], out.delta_items[label] = curve, delta
+        out.distance[label], out.delta_distance[label] = curve.mean(1), delta.mean(1)
+        out.per_sample[label] = {"copies": (metrics.copy_ratio(x, X) < 1 / 3).double().cpu(),
+                                 "gl": metrics.gl_score(x, X, reduce=False),
+                                 "rmse_gauss_sample": metrics.sample_rmse(x, xg).cpu()}
+        out.heldout_gl[label] = metrics.gl_score(heldout, X, reduce=False)
         if linearity_levels is not None:
-            ls = metrics.linearity_curve(D, heldout, as_levels(linearity_levels), n_pairs=n_pairs, seed=seed)
-            out.linearity[label] = ls
-            row["min LS"] = float(ls.min())
-        out.distance[label], out.delta_distance[label] = curve, delta
+            ls = metrics.linearity_curve(D, heldout, as_levels(linearity_levels), n_pairs=n_pairs, seed=seed,
+                                         reduce=False)
+            out.linearity_items[label] = ls
+            out.linearity[label] = ls.mean(1)
         out.samples[label], out.gaussian_samples[label] = x, xg
         out.nearest[label] = X[idx[:, 0].cpu()].cpu()
+        row = {"model": label, "N": int(X.shape[0]), "GL score": out.estimate(label, "gl"),
+               "GL of held-out images": out.estimate(label, "gl_heldout"),
+               "memorized fraction": out.estimate(label, "copies"),
+               "RMSE to Gaussian sample": out.estimate(label, "rmse_gauss_sample"),
+               "RMSE(θ, G) intermediate σ": out.estimate(label, "rmse_G_mid"),
+               "RMSE(θ, M) intermediate σ": out.estimate(label, "rmse_M_mid"),
+               "RMSE(θ, G) at σ max": out.estimate(label, "rmse_G_max")}
+        if linearity_levels is not None:
+            row["min LS"] = out.estimate(label, "min_ls")
         out.rows.append(row)
     return out
 
 
+@dataclass
+class Halves:
+    """What :func:`compare_halves` measured: samples {"S1", "S2", "G1", "G2", and "F" for the floor run},
+    per-latent RMSEs and copy flags (``items``), and the summary ``row`` (numbers with intervals)."""
+
+    samples: dict[str, torch.Tensor]
+    items: dict[str, torch.Tensor]
+    row: dict
+
+    def estimate(self, key: str) -> _stats.Estimate:
+        """Mean over latents of one per-latent quantity (a key of ``items``), with its interval."""
+        if key not in self.items:
+            raise ValueError(f"no quantity {key!r}; measured {sorted(self.items)}")
+        return _stats.mean(self.items[key])
+
+
 @torch.no_grad()
 def compare_halves(run1: Run | str, run2: Run | str, latents: torch.Tensor, profile: str | None = None,
-                   snapshot: int | None = None, n_steps: int = 10, device=None) -> tuple[dict, dict]:
-    """Strong generalization (paper claim 9, Fig 9): two runs trained on disjoint training sets S1, S2,
-    sampled from the same latents, beside the closed-form samples of each set's Gaussian.
+                   snapshot: int | None = None, n_steps: int = 10, device=None, floor: Run | str | None = None
+                   ) -> Halves:
+    """Strong generalization (paper claim 9, Fig 9): two runs trained on disjoint training sets S1, S2 with
+    different seeds, sampled from the same latents with the same Euler sampler as each set's Gaussian model.
 
-    Returns (samples {"S1", "S2", "G1", "G2"}, row) where the row holds the mean per-sample RMSE between
-    the two networks' samples, between each and its Gaussian's, between the two Gaussians', and the
-    fraction of each network's samples that copy an image of its own training set.
+    ``floor``: a run on the *same* images as ``run1`` with another seed; its agreement with ``run1``,
+    RMSE(S1, F), is how close two networks trained on one data set come, the floor against which the halves'
+    agreement RMSE(S1, S2) is read.
+
+    Per latent: RMSE(S1, S2), RMSE(S1, G1), RMSE(S2, G2), RMSE(G1, G2), RMSE(S1, F) and whether each network's
+    sample copies an image of its own training set; the row holds their means with 95% bootstrap intervals.
     """
     from . import metrics, sampling
 
@@ -509,16 +766,31 @@ def compare_halves(run1: Run | str, run2: Run | str, latents: torch.Tensor, prof
         raise ValueError(f"runs {r1.name!r} and {r2.name!r} draw overlapping positions of one seeded order "
                          f"({r1.offset}..{r1.offset + r1.n - 1} and {r2.offset}..{r2.offset + r2.n - 1}); the halves "
                          "must be disjoint: give the second run offset = n of the first")
+    if r1.seed == r2.seed:
+        raise ValueError(f"runs {r1.name!r} and {r2.name!r} share seed {r1.seed} (initial weights, batches, noise), "
+                         "which inflates their agreement; give the second half another seed")
+    rf = _as_run(floor, profile) if floor is not None else None
+    if rf is not None:
+        if (rf.dataset, rf.n, rf.offset, rf.subset_seed) != (r1.dataset, r1.n, r1.offset, r1.subset_seed):
+            raise ValueError(f"the floor run {rf.name!r} must train on the images of {r1.name!r} (same dataset, n, "
+                             "offset and subset_seed)")
+        if rf.seed == r1.seed:
+            raise ValueError(f"the floor run {rf.name!r} must differ from {r1.name!r} in its seed")
     X1, X2 = training_set(r1), training_set(r2)
     schedule = sampling.edm_sigmas(positive_int(n_steps, "n_steps"))
-    out = {}
+    samples = {}
     for tag, r, X in (("1", r1, X1), ("2", r2, X2)):
         D = model(r, snapshot=snapshot, device=device, X=X)
-        out["S" + tag] = sampling.euler(D, latents, schedule).cpu()
-        out["G" + tag] = sampling.gaussian_closed_form(gaussian(r, X=X, device=device), latents, schedule).cpu()
-        out["memorized S" + tag] = metrics.memorized_fraction(out["S" + tag], X)
-    rmse = lambda a, b: float(metrics.sample_rmse(out[a], out[b]).mean())  # noqa: E731
-    row = {"RMSE(S1, S2)": rmse("S1", "S2"), "RMSE(S1, G1)": rmse("S1", "G1"), "RMSE(S2, G2)": rmse("S2", "G2"),
-           "RMSE(G1, G2)": rmse("G1", "G2"), "memorized S1": out.pop("memorized S1"),
-           "memorized S2": out.pop("memorized S2")}
-    return out, row
+        samples["S" + tag] = sampling.euler(D, latents, schedule).cpu()
+        samples["G" + tag] = sampling.euler(gaussian(r, X=X, device=device), latents, schedule).cpu()
+    items = {}
+    rm = lambda a, b: metrics.sample_rmse(samples[a], samples[b]).cpu()  # noqa: E731
+    items["RMSE(S1, S2)"], items["RMSE(S1, G1)"] = rm("S1", "S2"), rm("S1", "G1")
+    items["RMSE(S2, G2)"], items["RMSE(G1, G2)"] = rm("S2", "G2"), rm("G1", "G2")
+    if rf is not None:
+        samples["F"] = sampling.euler(model(rf, snapshot=snapshot, device=device, X=X1), latents, schedule).cpu()
+        items["RMSE(S1, F)"] = rm("S1", "F")
+    items["copies S1"] = (metrics.copy_ratio(samples["S1"], X1) < 1 / 3).double().cpu()
+    items["copies S2"] = (metrics.copy_ratio(samples["S2"], X2) < 1 / 3).double().cpu()
+    row = {k: _stats.mean(v) for k, v in items.items()}
+    return Halves(samples, items, row)

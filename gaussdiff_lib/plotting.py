@@ -99,12 +99,25 @@ def neighbours(samples: torch.Tensor, train: torch.Tensor, indices: torch.Tensor
 
 
 def curves(x: Sequence[float], ys: Mapping[str, Sequence[float]], ax=None, xlabel: str = "σ",
-           ylabel: str = "", logx: bool = True, logy: bool = False, markers: bool = True):
-    """Curves over sigma (or any x), one per entry of ``ys``."""
+           ylabel: str = "", logx: bool = True, logy: bool = False, markers: bool = True, reference=None):
+    """Curves over sigma (or any x), one per entry of ``ys``. Values that carry an interval
+    (:class:`gaussdiff_lib.stats.Estimate`) are drawn with error bars. ``reference``: (label, value or Estimate)
+    drawn as a horizontal line (with its band), e.g. the GL score of real held-out images."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.2))
     for name, y in ys.items():
-        ax.plot(list(x), [float(v) for v in y], marker="o" if markers else None, ms=3, label=name)
+        y = list(y)
+        mid = [float(getattr(v, "value", v)) for v in y]
+        if y and all(hasattr(v, "lo") for v in y):
+            err = [[m - v.lo for m, v in zip(mid, y)], [v.hi - m for m, v in zip(mid, y)]]
+            ax.errorbar(list(x), mid, yerr=err, marker="o" if markers else None, ms=3, capsize=2, label=name)
+        else:
+            ax.plot(list(x), mid, marker="o" if markers else None, ms=3, label=name)
+    if reference is not None:
+        label, value = reference
+        ax.axhline(float(getattr(value, "value", value)), color="k", ls="--", lw=1, label=label)
+        if hasattr(value, "lo"):
+            ax.axhspan(value.lo, value.hi, color="k", alpha=0.08, lw=0)
     if logx:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # short log axes (epochs) would label every minor tick
@@ -113,7 +126,7 @@ def curves(x: Sequence[float], ys: Mapping[str, Sequence[float]], ax=None, xlabe
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if len(ys) > 1:
+    if len(ys) + (reference is not None) > 1:
         ax.legend(fontsize=8)
     return ax
 
@@ -148,13 +161,14 @@ def bars(values: Mapping[str, float], ax=None, xlabel: str = "", logx: bool = Fa
 
 
 def table(rows: Sequence[Mapping[str, object]], digits: int = 3):
-    """A list of dicts as a Markdown table (an IPython ``Markdown`` object, rendered by the book)."""
+    """A list of dicts as a Markdown table (an IPython ``Markdown`` object, rendered by the book). Columns are the
+    keys in order of first appearance; a row without a column leaves its cell empty."""
     from IPython.display import Markdown
 
     if not rows:
         raise ValueError("table needs at least one row")
-    cols = list(rows[0])
+    cols = list(dict.fromkeys(k for r in rows for k in r))
     fmt = lambda v: f"{v:.{digits}g}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(r[c]) if c in r else "" for c in cols) + " |" for r in rows]
     return Markdown("\n".join(lines))

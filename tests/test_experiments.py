@@ -10,12 +10,16 @@ import gaussdiff_lib as gd
 
 ROOT = Path(__file__).resolve().parent.parent
 
+CONVERGENCE = {"every": 0.5, "window": 0.5, "images": 8}   # snapshots at half and at the end of these short runs
 PROFILE = {
     "experiments": {
+        "convergence": CONVERGENCE,
         "defaults": {"dataset": "digits", "resolution": 8, "channels": 4, "steps": 6, "batch_size": 8, "lr": 2e-3},
         "runs": {
             "n32": {"n": 32, "snapshots": [2, 4]},
-            "n32-half2": {"n": 32, "offset": 32},
+            "n32-half2": {"n": 32, "offset": 32, "seed": 1},
+            "n32-seed1": {"n": 32, "seed": 1},
+            "n32-sameseed": {"n": 32, "offset": 32},
             "n64": {"n": 64},
             "overlap": {"n": 32, "offset": 16},
             "lin": {"n": 64, "arch": "linear", "fixed_sigma": 0.5, "ema": 0.0},
@@ -34,6 +38,7 @@ def project(tmp_path, monkeypatch):
     monkeypatch.setenv("GAUSSDIFF_ROOT", str(tmp_path))
 
     def write(section):
+        section = {"convergence": CONVERGENCE, **section} if section else section
         (tmp_path / "profiles" / "tiny.yml").write_text(yaml.safe_dump({"experiments": section}))
     return write
 
@@ -41,6 +46,8 @@ def project(tmp_path, monkeypatch):
 def test_runs_merge_defaults_and_describe_themselves(project):
     r = gd.experiments.run("n32", "tiny")
     assert (r.n, r.channels, r.steps, r.batch_size, r.dataset, r.snapshots) == (32, 4, 6, 8, "digits", (2, 4))
+    assert r.measured_steps == (3, 6) and r.kept_steps == (2, 3, 4)     # the criterion's snapshot joins the run's
+    assert r.ema == 500_000 and r.convergence == gd.experiments.criterion("tiny")
     assert r.epochs == pytest.approx(6 * 8 / 32) and r.epoch(4) == pytest.approx(1.0)
     assert gd.experiments.sweep("sizes", "tiny") == ["n32", "n64"]
     assert gd.experiments.run("lin", "tiny").fixed_sigma == 0.5
@@ -66,21 +73,26 @@ def test_halves_are_disjoint_and_sizes_nested(project):
     ({"runs": {"a": {"n": 4, "arch": "mlp"}}}, "arch must be one of"),
     ({"runs": {"a": {"n": 4}}, "sweeps": {"s": ["a", "b"]}}, r"sweep 's' of profile 'tiny' names undefined runs \['b'\]"),
     ({"runz": {}}, r"unknown keys \['runz'\]"),
+    ({"runs": {"a": {"n": 4, "ema": 0.999}}}, "ema = 0.999 looks like a per-step decay"),
+    ({"runs": {"a": {"n": 4, "steps": 1}}}, "run 'a' has 1 steps: too few for a convergence snapshot every 0.5"),
+    ({"convergence": {"every": 0.5, "window": 0.25}}, "fewer than 2 points in the last 0.25"),
+    ({"convergence": {"tolerence": 0.1}}, r"unknown keys \['tolerence'\] in 'convergence'"),
 ])
 def test_bad_definitions_are_named(project, section, msg):
-    project(section)
+    project({"runs": {"ok": {"n": 4}}, **section})
     with pytest.raises(ValueError, match=msg):
         gd.experiments.runs("tiny")
         gd.experiments.sweeps("tiny")
 
 
 def test_unknown_names_list_the_defined_ones(project):
-    with pytest.raises(ValueError, match=r"no run 'n16'; it defines \['lin', 'n32', 'n32-half2', 'n64', 'overlap'\]"):
+    with pytest.raises(ValueError, match=r"no run 'n16'; it defines \['lin', 'n32', 'n32-half2', 'n32-sameseed', "
+                                         r"'n32-seed1', 'n64', 'overlap'\]"):
         gd.experiments.run("n16", "tiny")
     with pytest.raises(ValueError, match=r"no sweep 'width'; it defines \['halves', 'sizes'\]"):
         gd.experiments.sweep("width", "tiny")
-    with pytest.raises(ValueError, match="keeps snapshots at steps \\[2, 4\\], not 3"):
-        gd.experiments.model("n32", "tiny", snapshot=3)
+    with pytest.raises(ValueError, match="keeps snapshots at steps \\[2, 3, 4\\], not 5"):
+        gd.experiments.model("n32", "tiny", snapshot=5)
 
 
 def test_model_trains_once_then_loads(project, monkeypatch):
@@ -100,8 +112,10 @@ def test_model_trains_once_then_loads(project, monkeypatch):
 
 
 def test_compare_against_exact_models(project):
-    """The Gaussian denoiser compared with itself is at distance 0; the multi-delta denoiser copies every
-    training image (memorized fraction 1, GL score 0 up to the sampler's last step)."""
+    """The Gaussian denoiser compared with itself is at distance 0 and, sampled by the same Euler sampler from
+    the same latents as its reference, at sample distance exactly 0; the multi-delta denoiser copies every
+    training image (memorized fraction 1, GL score 0 up to the sampler's last step). Every number carries an
+    interval, and differences are paired over the same items."""
     X = gd.experiments.training_set("n32", "tiny")
     G = gd.denoisers.GaussianDenoiser.from_data(X)
     M = gd.denoisers.EmpiricalDenoiser(X)
@@ -111,22 +125,96 @@ def test_compare_against_exact_models(project):
                                  n_pairs=8, gaussians={"G": G, "M": G}, progress=False)
     g, m = cmp.rows
     assert float(cmp.distance["G"].abs().max()) < 1e-6
-    assert g["RMSE(θ, G) intermediate σ"] < 1e-6 and g["min LS"] > 0.9
-    assert g["RMSE to Gaussian sample"] < 0.5          # 10 Euler steps against the exact trajectory
-    assert m["memorized fraction"] == 1.0 and m["GL score"] < 1e-3
-    assert float(cmp.delta_distance["M"].abs().max()) < 1e-6 and m["RMSE(θ, M) intermediate σ"] < 1e-6
+    assert g["RMSE(θ, G) intermediate σ"].hi < 1e-6 and g["min LS"].value > 0.9
+    assert g["RMSE to Gaussian sample"].hi == 0.0                  # same model, same sampler, same latents
+    assert m["memorized fraction"].value == 1.0 and m["GL score"].value < 1e-3
+    assert float(cmp.delta_distance["M"].abs().max()) < 1e-6 and m["RMSE(θ, M) intermediate σ"].hi < 1e-6
     torch.testing.assert_close(cmp.delta_distance["G"], cmp.distance["M"])   # RMSE is symmetric
     torch.testing.assert_close(cmp.nearest["M"].double(), cmp.samples["M"].double(), atol=1e-3, rtol=0)
+    torch.testing.assert_close(cmp.gaussian_samples["G"], cmp.samples["G"], atol=0, rtol=0)
+    # the GL reference: held-out images against the training set, image by image
+    torch.testing.assert_close(cmp.heldout_gl["G"], gd.metrics.gl_score(held, X, reduce=False))
+    assert g["GL of held-out images"].lo <= float(cmp.heldout_gl["G"].mean()) <= g["GL of held-out images"].hi
+    # paired differences: M's distance to D_G minus G's own (zero) distance is M's distance, with its interval
+    d = cmp.difference("M", "G", "rmse_G_mid")
+    assert d.value == pytest.approx(cmp.estimate("M", "rmse_G_mid").value) and d.lo > 0
+    assert cmp.difference("M", "G", "copies").value == 1.0
     rows = cmp.figure_rows(n=3)
     assert list(rows) == [f"{k}: {w}" for k in ("G", "M") for w in ("samples", "nearest training", "Gaussian")]
     with pytest.raises(ValueError, match="same labels"):
         gd.experiments.compare({"G": G}, {"H": X}, held, z)
+    with pytest.raises(ValueError, match="unknown measure 'fid'"):
+        cmp.estimate("G", "fid")
 
 
-def test_overlapping_halves_are_refused(project):
+def test_halves_need_disjoint_data_and_different_seeds(project):
     z = gd.sampling.latents(range(2), (1, 8, 8))
     with pytest.raises(ValueError, match="overlapping positions"):
         gd.experiments.compare_halves("n32", "overlap", z, profile="tiny")
+    with pytest.raises(ValueError, match="share seed 0 .* inflates their agreement"):
+        gd.experiments.compare_halves("n32", "n32-sameseed", z, profile="tiny")
+    with pytest.raises(ValueError, match="the floor run 'n64' must train on the images of 'n32'"):
+        gd.experiments.compare_halves("n32", "n32-half2", z, profile="tiny", floor="n64")
+    with pytest.raises(ValueError, match="must differ from 'n32' in its seed"):
+        gd.experiments.compare_halves("n32", "n32-half2", z, profile="tiny", floor="n32")
+
+
+def test_halves_and_their_floor(project):
+    """Per latent: the RMSEs between the two halves, to the floor run and to each Gaussian's Euler samples,
+    consistent with the samples returned; the Gaussians are sampled like the networks (Euler, same latents)."""
+    z = gd.sampling.latents(range(6), (1, 8, 8))
+    h = gd.experiments.compare_halves("n32", "n32-half2", z, profile="tiny", floor="n32-seed1")
+    assert set(h.samples) == {"S1", "S2", "G1", "G2", "F"}
+    torch.testing.assert_close(h.items["RMSE(S1, F)"], gd.metrics.sample_rmse(h.samples["S1"], h.samples["F"]))
+    G1 = gd.experiments.gaussian("n32", "tiny")
+    torch.testing.assert_close(h.samples["G1"], gd.sampling.euler(G1, z, gd.sampling.edm_sigmas(10)))
+    assert h.row["RMSE(S1, S2)"].value == pytest.approx(float(h.items["RMSE(S1, S2)"].mean()))
+    assert h.estimate("RMSE(S1, G1)").lo <= h.row["RMSE(S1, G1)"].value
+    with pytest.raises(ValueError, match="no quantity 'RMSE'"):
+        h.estimate("RMSE")
+
+
+def test_certificate_measures_the_criterion_snapshots_once(project, monkeypatch):
+    """A run's certificate measures the held-out loss and RMSE(D, D_G) at the criterion's steps (the same noisy
+    held-out images each time), decides by the largest relative change over the window, and is stored beside
+    the weights so that asking again measures nothing."""
+    from gaussdiff_lib import convergence
+
+    calls = []
+    real = convergence.measure
+    monkeypatch.setattr(convergence, "measure", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cert = gd.experiments.certificate("n32", "tiny")
+    assert [p["step"] for p in cert["points"]] == [3, 6] and len(calls) == 2
+    final, half = cert["points"][1], cert["points"][0]
+    change = abs(half["rmse_gaussian"] - final["rmse_gaussian"]) / final["rmse_gaussian"]
+    assert cert["changes"]["rmse_gaussian"] == pytest.approx(change)
+    assert cert["converged"] == all(v <= 0.05 for v in cert["changes"].values())
+    D = gd.experiments.model("n32", "tiny", snapshot=3)
+    X = gd.experiments.training_set("n32", "tiny")
+    held = gd.experiments.heldout_set("tiny", 8, seed=0)
+    assert half["rmse_gaussian"] == pytest.approx(real(D, gd.experiments.gaussian("n32", "tiny"), held)["rmse_gaussian"])
+    again = gd.experiments.certificate("n32", "tiny")
+    assert again == cert and len(calls) == 2
+    assert X.shape[0] == cert["n"] == 32 and cert["epochs"] == pytest.approx(1.5)
+    row = gd.experiments.convergence_rows([cert])[0]
+    assert row["converged"] in ("yes", "no") and row["Δ RMSE(θ, G)"].endswith("%")
+    lin = gd.experiments.certificate("lin", "tiny")                # a one-level DAE is measured at its sigma
+    assert len(lin["points"]) == 2
+
+
+def test_convergence_sentence_names_the_unconverged_runs():
+    base = {"n": 8, "steps": 100, "epochs": 1.0, "points": [], "window": [75, 100], "tolerance": 0.05}
+    ok = {**base, "run": "a", "changes": {"heldout_loss": 0.01, "rmse_gaussian": 0.02}, "converged": True}
+    bad = {**base, "run": "b", "changes": {"heldout_loss": 0.12, "rmse_gaussian": 0.02}, "converged": False,
+           "points": [{"step": 75, "heldout_loss": 0.8, "rmse_gaussian": 0.1},
+                      {"step": 100, "heldout_loss": 0.9, "rmse_gaussian": 0.1}]}
+    assert gd.experiments.convergence_sentence([ok]).startswith("All 1 trained networks")
+    text = gd.experiments.convergence_sentence([ok, bad])
+    assert "1 of the 2" in text and "b (12%" in text and "rises" in text
+    pub = {"run": "p", "n": 8, "steps": 0, "epochs": None, "points": [], "changes": {}, "converged": None,
+           "window": [], "tolerance": None}
+    assert "published weights only" in gd.experiments.convergence_sentence([pub])
+    assert gd.experiments.convergence_rows([pub])[0]["converged"] == "published weights"
 
 
 def test_profiles_without_experiments_say_so(project):
@@ -143,7 +231,8 @@ def test_train_command_shards_partition_the_runs(project, monkeypatch, capsys):
     shares = [shard(names, f"{i}/3") for i in range(3)]
     assert sorted(sum(shares, [])) == sorted(names) and sum(map(len, shares)) == len(names)
     trained = []
-    monkeypatch.setattr(gd.experiments, "model", lambda r, device=None: trained.append(r.name))
+    monkeypatch.setattr(gd.experiments, "model", lambda r, profile, device=None, progress=None: trained.append(r))
+    monkeypatch.setattr(gd.experiments, "certificate", lambda r, profile, device=None, progress=None: {"converged": True})
     for i in range(2):
         assert main(["train", "--profile", "tiny", "--sweep", "sizes", "halves", "--shard", f"{i}/2"]) == 0
     assert sorted(trained) == ["n32", "n32-half2", "n64"]          # each run of the two sweeps once
@@ -153,6 +242,34 @@ def test_train_command_shards_partition_the_runs(project, monkeypatch, capsys):
         main(["train", "--profile", "tiny", "--shard", "2/2"])
     with pytest.raises(SystemExit, match="no runs"):
         main(["train", "--profile", "tiny", "--runs", "n999"])
+    with pytest.raises(SystemExit):
+        main(["train", "--profile", "tiny", "--jobs", "zero"])
+
+
+def test_train_command_runs_two_processes_and_certifies(project, monkeypatch):
+    """--jobs 2 trains runs in two processes, each certified; the cache then serves them without training."""
+    import os
+    import subprocess
+    import sys
+
+    from gaussdiff_lib.__main__ import jobs_for
+
+    assert jobs_for("3", None) == 3 and jobs_for("auto", "cpu") == min(2, os.cpu_count() or 1)
+    assert jobs_for("auto", "cuda:0") == 1
+
+    # the real command line (python -m): worker processes must be able to import the job they run
+    done = subprocess.run([sys.executable, "-m", "gaussdiff_lib", "train", "--profile", "tiny", "--runs", "n32", "n64",
+                           "lin", "--jobs", "2"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "training 3 runs in 2 processes" in out and out.count("converged") == 3
+
+    def no_training(*a, **k):
+        raise AssertionError("a trained run was trained again")
+
+    monkeypatch.setattr(gd.training, "edm_loss", no_training)
+    gd.experiments.model("n64", "tiny")
+    assert gd.experiments.certificate("lin", "tiny")["points"]
 
 
 def test_edm_architectures_train_and_published_checkpoints_load(project, tmp_path):

@@ -151,9 +151,9 @@ def test_snapshot_steps_named_by_notebooks_are_kept(profile):
     nbs = {p.stem: _parameters(json.loads(p.read_text())) for p in NOTEBOOKS}
     sg = {**nbs["strong_generalization"], **prof.get("strong_generalization", {})}
     for name in gd.experiments.sweep(sg["small_pair"], profile):
-        assert sg["early_step"] in gd.experiments.run(name, profile).snapshots, (profile, name)
+        assert sg["early_step"] in gd.experiments.run(name, profile).kept_steps, (profile, name)
     tt = {**nbs["training_time"], **prof.get("training_time", {})}
-    assert len(gd.experiments.run(tt["run"], profile).snapshots) >= 2
+    assert len(gd.experiments.run(tt["run"], profile).kept_steps) >= 2
 
 
 def test_execution_key_follows_the_files_a_notebook_depends_on(tmp_path, monkeypatch):
