@@ -189,17 +189,33 @@ def _fetch(url: str, download: bool | None) -> Path:
     return download_file(url, dest, md5=None)
 
 
-# The preconditioners EDM's pickles use, and the keyword arguments of their network that are not SongUNet's.
-_PRECONDS = ("EDMPrecond",)
+# The preconditioners EDM's pickles use (EDM's own and the baselines of its Table 1), and the keyword arguments of
+# their network that are not SongUNet's.
+_PRECONDS = {"EDMPrecond": "edm", "VEPrecond": "ve", "VPPrecond": "vp"}
 _PRECOND_KEYS = {"img_resolution", "img_channels", "label_dim", "use_fp16", "sigma_min", "sigma_max", "sigma_data",
-                 "model_type"}
+                 "model_type", "beta_d", "beta_min", "M", "epsilon_t"}
+
+
+def _check_vp_schedule(precond: Record) -> None:
+    """A VPPrecond record must use the schedule :func:`gaussdiff_lib.denoisers.preconditioning` implements."""
+    from .denoisers import VP_BETA_D, VP_BETA_MIN, VP_EPSILON_T, VP_M
+
+    expected = {"beta_d": VP_BETA_D, "beta_min": VP_BETA_MIN, "M": VP_M, "epsilon_t": VP_EPSILON_T}
+    stored = {k: precond.state.get(k, precond.init_kwargs.get(k, v)) for k, v in expected.items()}
+    off = {k: v for k, v in stored.items() if not isinstance(v, (int, float)) or float(v) != float(expected[k])}
+    if off:
+        raise ValueError(f"the VPPrecond checkpoint uses the schedule {off}; gaussdiff's VP preconditioning is EDM's "
+                         f"baseline with {expected}")
 
 
 def _network_from_records(precond: Record) -> tuple[SongUNet, dict]:
     if precond.class_name not in _PRECONDS:
-        hint = (" (VP/VE/iDDPM baselines use other noise parameterisations; gaussdiff analyses EDM-preconditioned "
-                "models)" if precond.class_name.endswith("Precond") else "")
-        raise ValueError(f"the checkpoint's network is a {precond.class_name!r}, expected one of {_PRECONDS}{hint}")
+        hint = (" (iDDPM's preconditioning uses a discrete noise schedule with learned variances; gaussdiff analyses "
+                "EDM's and the VE and VP baselines)" if precond.class_name.endswith("Precond") else "")
+        raise ValueError(f"the checkpoint's network is a {precond.class_name!r}, expected one of "
+                         f"{tuple(_PRECONDS)}{hint}")
+    if precond.class_name == "VPPrecond":
+        _check_vp_schedule(precond)
     model = precond.children().get("model")
     if not isinstance(model, Record):
         raise ValueError(f"{precond.class_name} record holds no 'model' network")
@@ -216,6 +232,7 @@ def _network_from_records(precond: Record) -> tuple[SongUNet, dict]:
     info = {"precond": {k: v for k, v in precond.init_kwargs.items() if k in _PRECOND_KEYS},
             "model_kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}}
     info["precond"]["sigma_data"] = float(precond.state.get("sigma_data", info["precond"].get("sigma_data", 0.5)))
+    info["precond"]["kind"] = _PRECONDS[precond.class_name]
     _copy_into(net, model.tensors(), "the checkpoint")
     return net, info
 
@@ -246,8 +263,10 @@ def load_edm(path_or_url: str | os.PathLike, device=None, key: str = "ema",
         key: which network of the pickle's dict (EDM stores the EMA weights under 'ema').
         download: allow (True) or forbid (False) downloading; None follows ``GAUSSDIFF_OFFLINE``.
 
-    The result carries ``.edm_info`` (the preconditioner's and network's constructor arguments) and
-    ``.source``. No code stored in the file is executed (see the module docstring); the weights keep
+    EDM's models (``EDMPrecond``) and its published baselines (``VEPrecond``, ``VPPrecond``, e.g.
+    ``baseline-cifar10-32x32-uncond-ve.pkl``) load with their own preconditioning, reported as ``.precond``
+    ("edm", "ve", "vp"). The result carries ``.edm_info`` (the preconditioner's and network's constructor
+    arguments) and ``.source``. No code stored in the file is executed (see the module docstring); the weights keep
     NVIDIA's licence (:data:`LICENSE_NOTE`).
     """
     src = str(path_or_url)
@@ -277,7 +296,8 @@ def load_edm(path_or_url: str | os.PathLike, device=None, key: str = "ema",
     if info["model_kwargs"].get("label_dim"):
         raise ValueError(f"{path} is a class-conditional model ({info['model_kwargs']['label_dim']} classes); "
                          "gaussdiff's denoiser contract D(x; sigma) covers unconditional models")
-    den = EDMDenoiser(net.eval().requires_grad_(False), sigma_data=info["precond"].get("sigma_data", 0.5))
+    den = EDMDenoiser(net.eval().requires_grad_(False), sigma_data=info["precond"].get("sigma_data", 0.5),
+                      precond=info["precond"].get("kind", "edm"))
     den = den.to(device or "cpu")
     den.edm_info, den.source = info, src
     return den

@@ -14,16 +14,71 @@ from torch import nn
 from . import cache as _cache
 from ._checks import as_images, as_sigma, image_shape_matches, positive_int
 
-__all__ = ["edm_scalings", "GaussianDenoiser", "EmpiricalDenoiser", "EDMDenoiser"]
+__all__ = ["preconditioning", "PRECONDS", "check_precond", "vp_sigma", "vp_sigma_inv", "edm_scalings",
+           "GaussianDenoiser", "EmpiricalDenoiser", "EDMDenoiser", "NetworkDenoiser"]
+
+
+#: the preconditionings a network denoiser can use (Karras et al. 2022, Table 1)
+PRECONDS = ("edm", "ve", "vp")
+#: the VP baseline's schedule (EDM's VPPrecond defaults): beta_d, beta_min, M and epsilon_t
+VP_BETA_D, VP_BETA_MIN, VP_M, VP_EPSILON_T = 19.9, 0.1, 1000, 1e-5
+#: the VE baseline's training range of sigma (EDM's VELoss and VEPrecond defaults)
+VE_SIGMA_MIN, VE_SIGMA_MAX = 0.02, 100.0
+
+
+def check_precond(kind) -> str:
+    """``kind`` as one of :data:`PRECONDS`, or a clear error naming them."""
+    if not isinstance(kind, str) or kind.lower() not in PRECONDS:
+        raise ValueError(f"unknown preconditioning {kind!r}; choose one of {', '.join(map(repr, PRECONDS))} "
+                         "(EDM's, and the baseline variance-exploding and variance-preserving ones of Karras et al. "
+                         "2022, Table 1)")
+    return kind.lower()
+
+
+def vp_sigma(t, beta_d: float = VP_BETA_D, beta_min: float = VP_BETA_MIN) -> torch.Tensor:
+    """The VP baseline's noise level at time t: sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1)."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return torch.expm1(0.5 * beta_d * t ** 2 + beta_min * t).sqrt()
+
+
+def vp_sigma_inv(sigma, beta_d: float = VP_BETA_D, beta_min: float = VP_BETA_MIN) -> torch.Tensor:
+    """The inverse of :func:`vp_sigma`: t(sigma) = (sqrt(beta_min^2 + 2 beta_d ln(1 + sigma^2)) - beta_min) / beta_d."""
+    sigma = torch.as_tensor(sigma, dtype=torch.float64)
+    return ((beta_min ** 2 + 2 * beta_d * torch.log1p(sigma ** 2)).sqrt() - beta_min) / beta_d
+
+
+def preconditioning(kind: str, sigma, sigma_data: float = 0.5):
+    """The scalings (c_skip, c_out, c_in, c_noise) of D(x; sigma) = c_skip x + c_out F(c_in x; c_noise), exactly as
+    in Karras et al. (2022), Table 1 (paper section 1; claim 2 compares them, Fig 11):
+
+    - ``"edm"``: c_skip = sd^2/(sigma^2+sd^2), c_out = sigma sd/sqrt(sigma^2+sd^2), c_in = 1/sqrt(sigma^2+sd^2),
+      c_noise = ln(sigma)/4 (sd = ``sigma_data``);
+    - ``"ve"``: c_skip = 1, c_out = sigma, c_in = 1, c_noise = ln(sigma/2);
+    - ``"vp"``: c_skip = 1, c_out = -sigma, c_in = 1/sqrt(sigma^2+1), c_noise = (M-1) t(sigma) with t the inverse
+      of sigma(t) = sqrt(exp(beta_d t^2/2 + beta_min t) - 1), beta_d = 19.9, beta_min = 0.1, M = 1000.
+
+    ``sigma`` is a float or a tensor (kept in its dtype; float64 recommended); ``sigma_data`` enters only "edm".
+    The one definition used by the network denoiser and by training.
+    """
+    kind = check_precond(kind)
+    sigma = torch.as_tensor(sigma, dtype=sigma.dtype if isinstance(sigma, torch.Tensor) else torch.float64)
+    one = torch.ones_like(sigma)
+    if kind == "edm":
+        c_skip = sigma_data ** 2 / (sigma ** 2 + sigma_data ** 2)
+        c_out = sigma * sigma_data / (sigma ** 2 + sigma_data ** 2).sqrt()
+        c_in = 1 / (sigma_data ** 2 + sigma ** 2).sqrt()
+        c_noise = sigma.log() / 4
+    elif kind == "ve":
+        c_skip, c_out, c_in, c_noise = one, sigma, one, (0.5 * sigma).log()
+    else:
+        c_skip, c_out, c_in = one, -sigma, 1 / (sigma ** 2 + 1).sqrt()
+        c_noise = ((VP_M - 1) * vp_sigma_inv(sigma)).to(sigma.dtype)
+    return c_skip, c_out, c_in, c_noise
 
 
 def edm_scalings(sigma: torch.Tensor, sigma_data: float = 0.5):
-    """EDM preconditioning (Karras et al. 2022, Table 1; paper section 1): c_skip, c_out, c_in, c_noise."""
-    c_skip = sigma_data ** 2 / (sigma ** 2 + sigma_data ** 2)
-    c_out = sigma * sigma_data / (sigma ** 2 + sigma_data ** 2).sqrt()
-    c_in = 1 / (sigma_data ** 2 + sigma ** 2).sqrt()
-    c_noise = sigma.log() / 4
-    return c_skip, c_out, c_in, c_noise
+    """EDM preconditioning: ``preconditioning("edm", sigma, sigma_data)``."""
+    return preconditioning("edm", sigma, sigma_data)
 
 
 def _flat_data(X: torch.Tensor, name: str = "X") -> torch.Tensor:
@@ -172,25 +227,34 @@ class EmpiricalDenoiser(nn.Module):
 
 
 class EDMDenoiser(nn.Module):
-    """A network F wrapped with EDM preconditioning: D(x; sigma) = c_skip x + c_out F(c_in x; c_noise).
+    """A network F wrapped in a preconditioning: D(x; sigma) = c_skip x + c_out F(c_in x; c_noise).
 
-    Paper section 1. The skip and output mixing run in the dtype of ``x`` (float64 in samplers), the
-    network in its own parameter dtype.
+    Paper section 1. ``precond`` is "edm" (EDM's, the default), "ve" or "vp" (the baselines of Karras et al.
+    2022, Table 1; :func:`preconditioning`), reported as ``.precond``. The skip and output mixing run in the
+    dtype of ``x`` (float64 in samplers), the network in its own parameter dtype.
     """
 
-    def __init__(self, net: nn.Module, sigma_data: float = 0.5):
+    def __init__(self, net: nn.Module, sigma_data: float = 0.5, precond: str = "edm"):
         super().__init__()
         self.net = net
         self.sigma_data = float(sigma_data)
+        self.precond = check_precond(precond)
         self.shape = (int(net.in_channels), int(net.resolution), int(net.resolution))
+
+    def extra_repr(self) -> str:
+        return f"precond={self.precond!r}, sigma_data={self.sigma_data}"
 
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
         x = as_images(x)
         image_shape_matches(x, self.shape, "EDMDenoiser")
         param = next(self.net.parameters())
         s = as_sigma(sigma, x.shape[0], param.device, torch.float64)
-        c_skip, c_out, c_in, c_noise = (c.view(-1, 1, 1, 1) for c in edm_scalings(s, self.sigma_data))
+        c_skip, c_out, c_in, c_noise = (c.view(-1, 1, 1, 1) for c in preconditioning(self.precond, s, self.sigma_data))
         xd = x.to(param.device)
         f = self.net((c_in.to(param.dtype) * xd.to(param.dtype)), c_noise.view(-1).to(param.dtype))
         out = c_skip.to(xd.dtype) * xd + c_out.to(xd.dtype) * f.to(xd.dtype)
         return out.to(x.device)
+
+
+#: the same class under a name that does not suggest one preconditioning
+NetworkDenoiser = EDMDenoiser

@@ -26,7 +26,10 @@ Every profile (``profiles/<name>.yml``) may hold an ``experiments`` section::
 A run is one training set (``n`` images of ``dataset`` at positions ``offset`` .. ``offset + n - 1`` of
 the permutation seeded by ``subset_seed``, so sizes are nested and ``offset = n`` gives the disjoint
 second half), one network (``arch``: ``unet`` this project's compact UNet, ``ncsnpp`` / ``ddpmpp`` EDM's
-UNets, ``linear`` an affine map; ``channels`` = the paper's channel size), and one training recipe (``steps``, ``batch_size``, ``lr``, ``ema``, ``seed``, optional ``fixed_sigma`` for a
+UNets, ``vit`` a small DiT-style transformer with ``channels`` as its width, ``num_blocks`` as its depth and
+``patch`` as its patch side, ``linear`` an affine map; ``channels`` = the paper's channel size), and one training
+recipe (``steps``, ``batch_size``, ``lr``, ``ema``, ``seed``, ``precond`` = ``edm`` or the baselines ``ve`` /
+``vp`` of Karras et al. 2022, Table 1, optional ``fixed_sigma`` for a
 denoising autoencoder at one noise level, ``snapshots`` = steps whose EMA weights are kept, the
 paper's training-time checkpoints; ``ema`` is EDM's half-life in training images, ramped up). Every trained
 run also keeps the snapshots its convergence criterion measures, and :func:`certificate` says whether it
@@ -49,8 +52,10 @@ from . import profiles as _profiles
 from . import stats as _stats
 from ._checks import as_levels, positive_int, show_progress
 from .convergence import INTERMEDIATE, Criterion, criterion_from
+from .networks import ARCHS
 
-__all__ = ["Run", "runs", "run", "sweep", "sweeps", "criterion", "training_set", "heldout_set", "model", "models",
+__all__ = ["Run", "runs", "run", "sweep", "sweeps", "criterion", "check_same_training", "dae_label", "dae_description",
+           "training_set", "heldout_set", "model", "models",
            "gaussian", "certificate", "certificates", "convergence_rows", "convergence_sentence", "compare",
            "Comparison", "compare_halves", "Halves", "INTERMEDIATE", "training_plan", "analysis_memory",
            "chapter_networks", "data_sources", "LicenseNotice"]
@@ -79,6 +84,8 @@ class Run:
     seed: int = 0
     snapshots: tuple[int, ...] = field(default_factory=tuple)
     fixed_sigma: float | None = None
+    precond: str = "edm"
+    patch: int = 2
     checkpoint: str = ""
     convergence: Criterion | None = None
 
@@ -108,12 +115,13 @@ class Run:
         """What the cost of one training step depends on (network, resolution, batch), as one label."""
         if self.arch == "linear":
             return f"linear@{self.resolution} b{self.batch_size}"
+        if self.arch == "vit":
+            return f"vit-{self.channels} depth {self.num_blocks} patch {self.patch}@{self.resolution} b{self.batch_size}"
         return (f"{self.arch}-{self.channels} x[{self.channel_mult}] blocks {self.num_blocks}@{self.resolution} "
                 f"b{self.batch_size}")
 
 
 
-ARCHS = ("unet", "ncsnpp", "ddpmpp", "linear")
 _FIELDS = {f.name: f for f in dataclasses.fields(Run) if f.name not in ("name", "profile", "convergence")}
 _SECTION_KEYS = {"heldout", "defaults", "runs", "sweeps", "convergence"}
 
@@ -145,7 +153,7 @@ def _make(name: str, profile: str, fields: dict, conv: Criterion | None = None) 
     fields = dict(fields)
     try:
         fields["n"] = positive_int(fields["n"], "n")
-        for key in ("steps", "batch_size", "channels", "num_blocks"):
+        for key in ("steps", "batch_size", "channels", "num_blocks", "patch"):
             if key in fields:
                 fields[key] = positive_int(fields[key], key)
         fields["snapshots"] = tuple(sorted({positive_int(s, "snapshot step") for s in fields.get("snapshots") or ()}))
@@ -158,6 +166,12 @@ def _make(name: str, profile: str, fields: dict, conv: Criterion | None = None) 
     run_ = Run(name=name, profile=profile, convergence=None if fields.get("checkpoint") else conv, **fields)
     if run_.arch not in ARCHS:
         raise ValueError(f"run {name!r}: arch must be one of {ARCHS}, got {run_.arch!r}")
+    from .denoisers import check_precond
+
+    try:
+        object.__setattr__(run_, "precond", check_precond(run_.precond))
+    except ValueError as exc:
+        raise ValueError(f"run {name!r} of profile {profile!r}: {exc}") from None
     if run_.checkpoint and (run_.snapshots or run_.fixed_sigma is not None):
         raise ValueError(f"run {name!r} loads a published checkpoint; it has no snapshots or fixed_sigma")
     if run_.arch == "linear" and run_.fixed_sigma is None:
@@ -221,6 +235,64 @@ def _as_run(r: Run | str, profile: str | None) -> Run:
     return run(r, profile)
 
 
+_DATA_FIELDS = ("dataset", "n", "offset", "subset_seed", "resolution")
+_TRAINING_FIELDS = ("arch", "channels", "channel_mult", "num_blocks", "dropout", "patch", "steps", "batch_size", "lr",
+                    "ema", "seed", "precond", "fixed_sigma")
+
+
+def check_same_training(rs, vary=()) -> str:
+    """Check that runs differ only in the fields named in ``vary`` and return a sentence saying how they differ.
+
+    The training data (dataset, n, offset, subset_seed, resolution) must always agree. Among runs trained here the
+    network and recipe must agree too, except for ``vary``; published checkpoints are compared on their data only
+    (their network is whatever the file holds). Raises ``ValueError`` naming the fields that differ otherwise.
+    """
+    rs = list(rs)
+    differing = []
+    for fields, group in ((_DATA_FIELDS, rs), (_TRAINING_FIELDS, [r for r in rs if not r.checkpoint])):
+        for f in fields:
+            values = {getattr(r, f) for r in group}
+            if len(values) > 1:
+                if f not in vary:
+                    detail = ", ".join(f"{r.name}: {getattr(r, f)!r}" for r in group)
+                    raise ValueError(f"runs {[r.name for r in rs]} must differ only in {list(vary)}, but {f} differs "
+                                     f"({detail}); compare like with like")
+                differing.append(f)
+    published = [r.name for r in rs if r.checkpoint]
+    trained = [r.name for r in rs if not r.checkpoint]
+    parts = []
+    if trained:
+        parts.append(f"{', '.join(trained)} {'is' if len(trained) == 1 else 'are'} trained here with the same data, "
+                     f"network and recipe, differing only in {', '.join(differing) or 'nothing'}")
+    if published:
+        parts.append(f"{', '.join(published)} {'is a published checkpoint' if len(published) == 1 else 'are published checkpoints'}"
+                     f" trained on the same data")
+    return "; ".join(parts)
+
+
+ARCH_NAMES = {"unet": "UNet", "ncsnpp": "NCSN++", "ddpmpp": "DDPM++", "vit": "ViT", "linear": "linear"}
+
+
+def dae_label(rs) -> str:
+    """The label of a sweep of one-level denoising autoencoders of one architecture, e.g. "NCSN++ DAE"."""
+    rs = list(rs)
+    archs = {r.arch for r in rs}
+    if len(archs) != 1 or any(r.fixed_sigma is None for r in rs):
+        raise ValueError(f"a DAE sweep holds runs of one architecture, each with fixed_sigma; got "
+                         f"{[(r.name, r.arch, r.fixed_sigma) for r in rs]}")
+    return f"{ARCH_NAMES[archs.pop()]} DAE"
+
+
+def dae_description(rs) -> str:
+    """How the network of a sweep's runs is sized, in words (e.g. "a ViT of width 64, 4 blocks, 2 × 2 patches")."""
+    r = list(rs)[0]
+    if r.arch == "vit":
+        return f"a ViT of width {r.channels}, {r.num_blocks} blocks, {r.patch} × {r.patch} patches"
+    if r.arch == "linear":
+        return "an affine map"
+    return f"{'a' if r.arch == 'unet' else 'an'} {ARCH_NAMES[r.arch]} of channel size {r.channels}"
+
+
 def training_set(r: Run | str, profile: str | None = None) -> torch.Tensor:
     """The training images of a run, [n, C, H, W] in [-1, 1]."""
     from .data import load_any
@@ -254,13 +326,16 @@ def heldout_set(profile: str, n: int, seed: int = 0, resolution: int | None = No
 
 def _network(r: Run, X: torch.Tensor):
     """The run's network, initialised from its seed, sized for its images X."""
-    from .networks import LinearNet, UNet
+    from .networks import ViT, LinearNet, UNet
 
     from .edm_networks import build_songunet
 
     channels, resolution = int(X.shape[1]), int(X.shape[-1])
     if r.arch == "linear":
         return LinearNet(channels, resolution, seed=r.seed)
+    if r.arch == "vit":
+        return ViT(channels, resolution, width=r.channels, depth=r.num_blocks, heads=max(1, r.channels // 16),
+                   patch=r.patch, dropout=r.dropout, seed=r.seed)
     mult = tuple(int(m) for m in str(r.channel_mult).split(","))
     if r.arch in ("ncsnpp", "ddpmpp"):
         return build_songunet(r.arch, channels, resolution, r.channels, mult, r.num_blocks, r.dropout, seed=r.seed)
@@ -297,7 +372,7 @@ def model(r: Run | str, profile: str | None = None, snapshot: int | None = None,
     X = training_set(r) if X is None else X
     net = _network(r, X)
     den = train(net, X, steps=r.steps, batch_size=r.batch_size, lr=r.lr, ema=r.ema, seed=r.seed,
-                snapshot_steps=r.kept_steps, fixed_sigma=r.fixed_sigma, device=device, progress=progress, cache=True)
+                snapshot_steps=r.kept_steps, fixed_sigma=r.fixed_sigma, precond=r.precond, device=device, progress=progress, cache=True)
     if snapshot is not None:
         stats = den.stats
         den = load_run(den.run_dir, snapshot=int(snapshot), device=device)
@@ -320,6 +395,9 @@ def _published(r: Run, device):
     warnings.warn(f"run {r.name!r} uses NVIDIA's published network {r.checkpoint}. {LICENSE_NOTE}", LicenseNotice,
                   stacklevel=3)
     den = load_edm(r.checkpoint, device=device)
+    if den.precond != r.precond:
+        raise ValueError(f"run {r.name!r} says precond: {r.precond}, but {r.checkpoint} holds a model with "
+                         f"{den.precond!r} preconditioning; correct the run's precond in profiles/{r.profile}.yml")
     den.run, den.step, den.epoch, den.stats = r, None, None, []
     return den
 

@@ -1,4 +1,7 @@
-"""A compact EDM-style UNet, the raw network F of D(x; sigma) = c_skip x + c_out F(c_in x; c_noise).
+"""The raw networks F of D(x; sigma) = c_skip x + c_out F(c_in x; c_noise): a compact EDM-style UNet, a small
+vision transformer (DiT without classes) and an affine map.
+
+The UNet is the raw network F of D(x; sigma) = c_skip x + c_out F(c_in x; c_noise).
 
 Written from the description of the DDPM++/NCSN++ family in Karras et al. (2022), section 5 and
 appendix F: residual blocks with group normalisation and SiLU, a sinusoidal embedding of c_noise
@@ -14,7 +17,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["UNet", "LinearNet", "build"]
+__all__ = ["UNet", "ViT", "LinearNet", "build", "ARCHS"]
 
 
 def _groups(ch: int) -> int:
@@ -151,6 +154,103 @@ class UNet(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+def _sincos_2d(width: int, grid: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding [grid * grid, width] (half the channels per axis)."""
+    quarter = width // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / max(quarter, 1))
+    pos = torch.arange(grid, dtype=torch.float64)
+    yy, xx = torch.meshgrid(pos, pos, indexing="ij")
+    parts = []
+    for coord in (yy.reshape(-1), xx.reshape(-1)):
+        args = coord[:, None] * omega[None, :]
+        parts += [args.sin(), args.cos()]
+    emb = torch.cat(parts, dim=1)
+    return F.pad(emb, (0, width - emb.shape[1])).float()
+
+
+class _DiTBlock(nn.Module):
+    """Pre-norm transformer block whose norms are modulated by the noise embedding and whose two branches are
+    gated by it, the gates starting at zero (adaLN-Zero, as in DiT), so the block starts as the identity."""
+
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.norm0 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(approximate="tanh"), nn.Dropout(dropout),
+                                 nn.Linear(4 * width, width))
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        nn.init.zeros_(self.modulation[1].weight)
+        nn.init.zeros_(self.modulation[1].bias)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        shift0, scale0, gate0, shift1, scale1, gate1 = self.modulation(emb)[:, None, :].chunk(6, dim=2)
+        b, n, w = h.shape
+        a = self.norm0(h) * (1 + scale0) + shift0
+        q, k, v = self.qkv(a).reshape(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, w)
+        h = h + gate0 * self.proj(a)
+        return h + gate1 * self.mlp(self.norm1(h) * (1 + scale1) + shift1)
+
+
+class ViT(nn.Module):
+    """A small vision transformer F(x_in; c_noise) in the manner of DiT (Peebles & Xie 2023) without class labels:
+    non-overlapping ``patch`` x ``patch`` patches embedded linearly with fixed 2-D sine-cosine positions,
+    ``depth`` transformer blocks conditioned on the noise embedding by adaLN-Zero, and a modulated linear read-out
+    back to patches. One of the paper's denoising-autoencoder architectures (claim 10, Fig 24).
+
+    Args:
+        in_channels, resolution: image channels C and side H = W (a multiple of ``patch``).
+        width: token width (``channels`` in a run); divisible by ``heads`` and by 4.
+        depth: transformer blocks (``num_blocks`` in a run).
+        heads: attention heads; patch: patch side; dropout: inside the MLPs.
+        seed: if given, initialise from this seed without touching the global RNG.
+    """
+
+    def __init__(self, in_channels: int = 1, resolution: int = 16, width: int = 64, depth: int = 4, heads: int = 4,
+                 patch: int = 2, dropout: float = 0.0, seed: int | None = None):
+        super().__init__()
+        if min(in_channels, resolution, width, depth, heads, patch) < 1:
+            raise ValueError(f"ViT needs positive sizes, got in_channels={in_channels}, resolution={resolution}, "
+                             f"width={width}, depth={depth}, heads={heads}, patch={patch}")
+        if resolution % patch:
+            raise ValueError(f"resolution {resolution} is not a multiple of the patch size {patch}; choose a patch "
+                             "size that divides it")
+        if width % heads or width % 4:
+            raise ValueError(f"width {width} must be divisible by heads = {heads} and by 4")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        self.config = dict(arch="vit", in_channels=int(in_channels), resolution=int(resolution), width=int(width),
+                           depth=int(depth), heads=int(heads), patch=int(patch), dropout=float(dropout))
+        self.in_channels, self.resolution, self.patch = int(in_channels), int(resolution), int(patch)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            self.embed = _NoiseEmbedding(width, width)
+            self.patchify = nn.Conv2d(in_channels, width, patch, stride=patch)
+            self.blocks = nn.ModuleList(_DiTBlock(width, heads, dropout) for _ in range(depth))
+            self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+            self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+            self.out = nn.Linear(width, patch * patch * in_channels)
+        for layer in (self.modulation[1], self.out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.register_buffer("pos", _sincos_2d(width, resolution // patch), persistent=False)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        b, c, hgt, wid = x.shape
+        p, g = self.patch, hgt // self.patch
+        emb = F.silu(self.embed(c_noise))
+        h = self.patchify(x).flatten(2).transpose(1, 2) + self.pos.to(x.dtype)
+        for block in self.blocks:
+            h = block(h, emb)
+        shift, scale = self.modulation(emb)[:, None, :].chunk(2, dim=2)
+        h = self.out(self.norm_out(h) * (1 + scale) + shift)  # [b, g*g, p*p*c]
+        return h.reshape(b, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, hgt, wid)
+
+
 class LinearNet(nn.Module):
     """An affine map F(x_in) = W x_in + b over flattened images, ignoring c_noise: the linear denoising
     autoencoder of the paper's Theorem 1 and Fig 24 ("DAE-Linear"). Trained at one fixed sigma inside
@@ -174,6 +274,10 @@ class LinearNet(nn.Module):
         return (flat @ self.weight.T + self.bias).reshape(x.shape)
 
 
+#: every architecture a run may name: this UNet, EDM's NCSN++ and DDPM++, the ViT and the affine map
+ARCHS = ("unet", "ncsnpp", "ddpmpp", "vit", "linear")
+
+
 def build(config: dict, seed: int | None = None) -> nn.Module:
     """Rebuild a network from its ``.config`` (as stored in a run's ``options.json``)."""
     config = dict(config)
@@ -182,9 +286,10 @@ def build(config: dict, seed: int | None = None) -> nn.Module:
         return UNet(**config, seed=seed)
     if arch == "linear":
         return LinearNet(**config, seed=seed)
+    if arch == "vit":
+        return ViT(**config, seed=seed)
     if arch in ("ddpmpp", "ncsnpp"):  # EDM's own UNets (gaussdiff_lib.edm_networks)
         from .edm_networks import from_config
 
         return from_config({"arch": arch, **config}, seed=seed)
-    raise ValueError(f"unknown network architecture {arch!r} in a run's config; "
-                     "expected 'unet', 'linear', 'ddpmpp' or 'ncsnpp'")
+    raise ValueError(f"unknown network architecture {arch!r} in a run's config; expected one of {ARCHS}")

@@ -33,10 +33,11 @@ from tqdm.auto import tqdm
 
 from . import cache as _cache
 from ._checks import as_levels, image_shape_matches, positive_int, show_progress
-from .denoisers import EDMDenoiser, _flat_data
+from .denoisers import (VE_SIGMA_MAX, VE_SIGMA_MIN, VP_EPSILON_T, EDMDenoiser, _flat_data, check_precond,
+                         vp_sigma)
 from .networks import UNet, build
 
-__all__ = ["edm_loss", "ema_beta", "train", "train_unet", "load_run", "run_key", "default_device", "distributed",
+__all__ = ["edm_loss", "training_sigma", "loss_weight", "ema_beta", "train", "train_unet", "load_run", "run_key", "default_device", "distributed",
            "EMA_HALFLIFE", "EMA_RAMPUP"]
 
 #: EDM's EMA half-life in training images (500 kimg) and its ramp-up ratio (Karras et al. 2022, appendix F)
@@ -70,10 +71,33 @@ def default_device() -> torch.device:
     return torch.device("cuda", int(local)) if local is not None else torch.device("cuda")
 
 
+def training_sigma(precond: str, n: int, generator: torch.Generator, P_mean: float = -1.2,
+                   P_std: float = 1.2) -> torch.Tensor:
+    """``n`` training noise levels (float64) as each preconditioning's loss draws them (Karras et al. 2022,
+    Table 1): "edm" ln sigma ~ N(P_mean, P_std^2); "ve" sigma log-uniform in [0.02, 100]; "vp" t uniform in
+    [epsilon_t, 1] = [1e-5, 1] and sigma = sigma(t) with beta_d = 19.9, beta_min = 0.1."""
+    precond = check_precond(precond)
+    if precond == "edm":
+        return (torch.randn(n, generator=generator, dtype=torch.float64) * P_std + P_mean).exp()
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    if precond == "ve":
+        return VE_SIGMA_MIN * (VE_SIGMA_MAX / VE_SIGMA_MIN) ** u
+    return vp_sigma(1 + u * (VP_EPSILON_T - 1))
+
+
+def loss_weight(precond: str, sigma: torch.Tensor, sigma_data: float = 0.5) -> torch.Tensor:
+    """The loss weight lambda(sigma): EDM's (sigma^2 + sigma_data^2) / (sigma sigma_data)^2, the baselines' 1/sigma^2."""
+    if check_precond(precond) == "edm":
+        return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+    return 1 / sigma ** 2
+
+
 def edm_loss(D: EDMDenoiser, y: torch.Tensor, generator: torch.Generator, P_mean: float = -1.2,
              P_std: float = 1.2, fixed_sigma: float | None = None, shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
-    """EDM loss (Karras et al. 2022, section 5; paper section 1): ln sigma ~ N(P_mean, P_std^2),
-    lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2, mean of lambda ||D(y + sigma n; sigma) - y||^2.
+    """The denoising loss of D's preconditioning (``D.precond``; paper section 1, Karras et al. 2022, Table 1):
+    mean of lambda(sigma) ||D(y + sigma n; sigma) - y||^2 with sigma drawn by :func:`training_sigma` and lambda from
+    :func:`loss_weight`. For "edm": ln sigma ~ N(P_mean, P_std^2), lambda = (sigma^2 + sigma_data^2) /
+    (sigma sigma_data)^2; for the "ve" and "vp" baselines their own sigma distributions and lambda = 1/sigma^2.
 
     With ``fixed_sigma`` every example is noised at that level: the loss of a denoising autoencoder
     for one noise level (paper, Theorem 1 and Fig 24).
@@ -83,12 +107,12 @@ def edm_loss(D: EDMDenoiser, y: torch.Tensor, generator: torch.Generator, P_mean
     rank, world = shard
     b = y.shape[0]
     part = slice(rank * b, (rank + 1) * b)
-    sigma = (torch.randn(b * world, generator=generator, dtype=torch.float64) * P_std + P_mean).exp()[part]
+    precond = getattr(D, "precond", "edm")
+    sigma = training_sigma(precond, b * world, generator, P_mean, P_std)[part]
     if fixed_sigma is not None:
         sigma = torch.full_like(sigma, float(fixed_sigma))
     noise = torch.randn((b * world, *y.shape[1:]), generator=generator, dtype=torch.float32)[part].to(y.device)
-    sd = D.sigma_data
-    weight = ((sigma ** 2 + sd ** 2) / (sigma * sd) ** 2).to(y.device, y.dtype).view(-1, 1, 1, 1)
+    weight = loss_weight(precond, sigma, D.sigma_data).to(y.device, y.dtype).view(-1, 1, 1, 1)
     s = sigma.to(y.device, y.dtype).view(-1, 1, 1, 1)
     return (weight * (D(y + s * noise, sigma.to(y.device)) - y).square()).mean()
 
@@ -158,8 +182,8 @@ def _load_latest(run_dir: Path):
 def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr: float = 1e-3,
           ema: float = EMA_HALFLIFE, ema_rampup: float | None = EMA_RAMPUP, run_dir: str | Path | None = None, seed: int = 0, warmup_steps: int | None = None,
           checkpoint_every: int = 500, snapshot_steps: Sequence[int] = (), sigma_data: float = 0.5,
-          P_mean: float = -1.2, P_std: float = 1.2, fixed_sigma: float | None = None, device=None,
-          progress: bool | None = None, cache: bool = False, log_every: int = 50,
+          P_mean: float = -1.2, P_std: float = 1.2, fixed_sigma: float | None = None, precond: str = "edm",
+          device=None, progress: bool | None = None, cache: bool = False, log_every: int = 50,
           until: int | None = None) -> EDMDenoiser:
     """Train ``net`` as an EDM denoiser on images X and return the EMA model, wrapped in
     :class:`~gaussdiff_lib.denoisers.EDMDenoiser`.
@@ -176,6 +200,9 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
         seed: seed of batches, noise and dropout (the weight init is the network's own).
         fixed_sigma: train at this one noise level instead of EDM's log-normal sigma: a denoising
             autoencoder for that level (paper, Theorem 1 and Fig 24).
+        precond: "edm" (EDM's preconditioning and loss), or the baselines "ve" / "vp" of Karras et al. (2022),
+            Table 1, each with its own sigma distribution and weight 1/sigma^2 (:func:`edm_loss`; claim 2, Fig 11).
+            ``P_mean`` and ``P_std`` apply to "edm" only.
         snapshot_steps: steps whose EMA weights are kept as ``snapshot-<step>.pt`` (training-time studies).
         cache: keep the run under ``cache_root()/runs/<key>`` and return it at once when already finished.
         device: where to train (default: CUDA when present, else CPU).
@@ -211,6 +238,9 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
                    snapshot_steps=snapshot_steps)
     if fixed_sigma is not None:  # only then, so the keys of diffusion runs stay as they were
         options["fixed_sigma"] = as_levels([fixed_sigma])[0]
+    precond = check_precond(precond)
+    if precond != "edm":  # likewise: EDM runs keep the keys they had before the baselines existed
+        options["precond"] = precond
     key = run_key(net, X, **options)
     if run_dir is None and cache:
         run_dir = _cache.cache_root() / "runs" / key[:20]
@@ -272,6 +302,7 @@ def _channels_last(net: nn.Module, device) -> bool:
 def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_every, until, shard) -> EDMDenoiser:
     steps, batch_size, lr, ema, seed = (options[k] for k in ("steps", "batch_size", "lr", "ema", "seed"))
     ema_rampup = options["ema_rampup"]
+    precond = options.get("precond", "edm")
     warmup_steps, sigma_data, P_mean, P_std = (options[k] for k in ("warmup_steps", "sigma_data", "P_mean", "P_std"))
     snapshot_steps = set(options["snapshot_steps"])
     layout = torch.channels_last if _channels_last(net, device) else torch.contiguous_format
@@ -296,7 +327,7 @@ def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_
         if kind == "final":
             ema_net.load_state_dict(state["ema"])
             net.load_state_dict(state["net"])
-            return _wrap(ema_net, sigma_data, run_dir)
+            return _wrap(ema_net, sigma_data, run_dir, precond)
         if kind == "checkpoint":
             net.load_state_dict(state["net"])
             ema_net.load_state_dict(state["ema"])
@@ -304,7 +335,7 @@ def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_
             start = int(state["step"])
         stats = _read_stats(run_dir, upto=start, rewrite=writer)
 
-    D = EDMDenoiser(net, sigma_data).train()
+    D = EDMDenoiser(net, sigma_data, precond).train()
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -376,7 +407,7 @@ def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_
             _cache.save_atomic({"step": stop, "net": net.state_dict(), "ema": ema_net.state_dict(),
                                 "opt": opt.state_dict()}, run_dir / f"checkpoint-{stop:08d}.pt")
         _barrier(world)
-        den = _wrap(ema_net, sigma_data, None)
+        den = _wrap(ema_net, sigma_data, None, precond)
         den.run_dir, den.stats = run_dir, stats
         return den
     if writer:
@@ -385,7 +416,7 @@ def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_
         for old in _checkpoints(run_dir):
             old.unlink()
     _barrier(world)  # the other ranks return once the final weights are on disk
-    den = _wrap(ema_net, sigma_data, None)
+    den = _wrap(ema_net, sigma_data, None, precond)
     den.run_dir, den.stats = run_dir, stats
     return den
 
@@ -415,8 +446,8 @@ def _read_stats(run_dir: Path, upto: int, rewrite: bool = True) -> list[dict]:
     return rows
 
 
-def _wrap(ema_net: nn.Module, sigma_data: float, run_dir: Path | None) -> EDMDenoiser:
-    den = EDMDenoiser(ema_net.eval().requires_grad_(False), sigma_data)
+def _wrap(ema_net: nn.Module, sigma_data: float, run_dir: Path | None, precond: str = "edm") -> EDMDenoiser:
+    den = EDMDenoiser(ema_net.eval().requires_grad_(False), sigma_data, precond)
     den.run_dir = run_dir
     den.stats = _read_stats(run_dir, upto=10 ** 12, rewrite=False) if run_dir is not None else []
     return den
@@ -435,7 +466,7 @@ def load_run(run_dir: str | Path, snapshot: int | None = None, device=None) -> E
         raise FileNotFoundError(f"{path.name} not in {run_dir}; it holds {have or 'no weights'}")
     net = build(options["net"])
     net.load_state_dict(_cache.load_verified(path, map_location=device or "cpu")["ema"])
-    return _wrap(net.to(device or "cpu"), options.get("sigma_data", 0.5), run_dir)
+    return _wrap(net.to(device or "cpu"), options.get("sigma_data", 0.5), run_dir, options.get("precond", "edm"))
 
 
 def train_unet(X: torch.Tensor, channels: int, channel_mult="1,2", num_blocks: int = 1, dropout: float = 0.0,

@@ -58,15 +58,26 @@ def _as_records(module, reconstruct, src, init_kwargs=None):
     return _Persistent(type(module).__name__, state, src, reconstruct)
 
 
-def _edm_pickle(tmp_path, monkeypatch, net: SongUNet, kwargs: dict, sigma_data=0.5, precond="EDMPrecond"):
+# the attributes EDM's three preconditioners store besides their network (EDM's networks.py)
+PRECOND_STATE = {"EDMPrecond": {"sigma_data": 0.5, "sigma_min": 0, "sigma_max": float("inf")},
+                 "VEPrecond": {"sigma_min": 0.02, "sigma_max": 100},
+                 "VPPrecond": {"beta_d": 19.9, "beta_min": 0.1, "M": 1000, "epsilon_t": 1e-5,
+                               "sigma_min": 0.001, "sigma_max": 152.1}}
+
+
+def _edm_pickle(tmp_path, monkeypatch, net: SongUNet, kwargs: dict, sigma_data=0.5, precond="EDMPrecond",
+                state=None):
     reconstruct = _fake_persistence(monkeypatch)
     marker = tmp_path / "code-ran"
     src = f"open({str(marker)!r}, 'w').write('executed')\n"
     model = _as_records(net, reconstruct, src, init_kwargs=kwargs)
+    attrs = dict(PRECOND_STATE.get(precond, {}), **(state or {}))
+    if precond == "EDMPrecond":
+        attrs["sigma_data"] = sigma_data
     outer = _Persistent(precond, {"training": False, "_parameters": {}, "_buffers": {}, "_modules": {"model": model},
-                                  "sigma_data": sigma_data,
+                                  **attrs,
                                   "_init_kwargs": {"img_resolution": kwargs["img_resolution"],
-                                                   "img_channels": kwargs["in_channels"], "sigma_data": sigma_data,
+                                                   "img_channels": kwargs["in_channels"], **attrs,
                                                    "model_type": "SongUNet"}}, src, reconstruct)
     path = tmp_path / "network-snapshot.pkl"
     with open(path, "wb") as f:
@@ -155,10 +166,50 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path, monkeypatch):
         checkpoints.load_edm(odd)
 
 
+def _baseline_reference(net, kind, x, sigma):
+    """EDM's VEPrecond / VPPrecond forward pass, written out here in float32 as EDM runs it (Table 1 of Karras et
+    al. 2022; VP: beta_d = 19.9, beta_min = 0.1, M = 1000)."""
+    s = torch.full((x.shape[0], 1, 1, 1), float(sigma), dtype=torch.float32)
+    if kind == "VEPrecond":
+        c_in, c_out, c_noise = torch.ones_like(s), s, (0.5 * s).log()
+    else:
+        c_in, c_out = 1 / (s ** 2 + 1).sqrt(), -s
+        c_noise = 999 * ((0.1 ** 2 + 2 * 19.9 * (1 + s ** 2).log()).sqrt() - 0.1) / 19.9
+    with torch.no_grad():
+        return x + c_out * net(c_in * x, c_noise.flatten())
+
+
+@pytest.mark.parametrize("kind, arch", [("VEPrecond", "ncsnpp"), ("VPPrecond", "ddpmpp")])
+def test_baseline_pickles_load_with_their_preconditioning(tmp_path, monkeypatch, kind, arch):
+    """EDM's published baselines (baseline-cifar10-32x32-uncond-{ve,vp}.pkl): VE with NCSN++, VP with DDPM++."""
+    kwargs = dict(SMALL)
+    if arch == "ddpmpp":
+        kwargs.update(embedding_type="positional", channel_mult_noise=1, encoder_type="standard", resample_filter=[1, 1])
+    net = _randomised(kwargs, seed=2)
+    path, marker = _edm_pickle(tmp_path, monkeypatch, net, kwargs, precond=kind)
+    monkeypatch.delitem(sys.modules, "torch_utils.persistence")
+    monkeypatch.delitem(sys.modules, "torch_utils")
+    D = checkpoints.load_edm(path)
+    assert not marker.exists()
+    assert D.precond == {"VEPrecond": "ve", "VPPrecond": "vp"}[kind]
+    x = torch.randn(3, 3, 16, 16)
+    for sigma in (0.002, 0.47, 4.07, 80.0):
+        ref = _baseline_reference(net, kind, x, sigma)
+        # float32 rounding: EDM forms c_noise in float32, where ln(1 + sigma^2) loses digits at small sigma
+        torch.testing.assert_close(D(x, sigma), ref, rtol=2e-5, atol=1e-6 + 2e-5 * float(sigma))
+    # exported and reloaded, it keeps its preconditioning
+    D2 = checkpoints.load_edm(checkpoints.export_state_dict(D, tmp_path / "base.pt"))
+    assert D2.precond == D.precond
+    torch.testing.assert_close(D2(x, 1.5), D(x, 1.5), rtol=0, atol=0)
+
+
 def test_unsupported_networks_get_a_clear_error(tmp_path, monkeypatch):
     net = _randomised(SMALL)
-    path, _ = _edm_pickle(tmp_path, monkeypatch, net, SMALL, precond="VPPrecond")
-    with pytest.raises(ValueError, match="VPPrecond.*EDM-preconditioned"):
+    path, _ = _edm_pickle(tmp_path, monkeypatch, net, SMALL, precond="iDDPMPrecond")
+    with pytest.raises(ValueError, match="iDDPMPrecond.*discrete noise schedule"):
+        checkpoints.load_edm(path)
+    path, _ = _edm_pickle(tmp_path, monkeypatch, net, SMALL, precond="VPPrecond", state={"beta_d": 12.0})
+    with pytest.raises(ValueError, match="VPPrecond checkpoint uses the schedule {'beta_d': 12.0}"):
         checkpoints.load_edm(path)
     cond = dict(SMALL, label_dim=10)
     path, _ = _edm_pickle(tmp_path, monkeypatch, _randomised(cond), cond)
