@@ -3,8 +3,9 @@ closed-form trajectory of the Gaussian model.
 
 Every sampler has the signature ``sampler(D, z, sigmas, callback=None, batch_size=None)``: the state
 starts at ``x = z * sigmas[0]`` in float64 and the callback receives ``(i, sigma, x, denoised)`` at
-each step, so notebooks record trajectories without forking the sampler (with ``batch_size`` set, it is
-called once per batch and step, with that batch's states).
+each step, so notebooks record trajectories without forking the sampler. With ``batch_size`` set, the
+denoiser sees at most that many images at a time, and the callback is still called once per step with the
+states of the whole batch.
 """
 from __future__ import annotations
 
@@ -90,11 +91,33 @@ def _check_schedule(sigmas) -> torch.Tensor:
     return s
 
 
-def _batched(fn, z: torch.Tensor, batch_size: int | None):
-    if batch_size is None or batch_size >= z.shape[0]:
-        return fn(z, 0)
-    batch_size = positive_int(batch_size, "batch_size")
-    return torch.cat([fn(z[s:s + batch_size], s) for s in range(0, z.shape[0], batch_size)])
+def _denoise(D, x: torch.Tensor, sigma: float, size: int) -> torch.Tensor:
+    """D(x; sigma) in float64, at most ``size`` images per call."""
+    if size >= x.shape[0]:
+        return D(x, sigma).to(torch.float64)
+    return torch.cat([D(x[a:a + size], sigma).to(torch.float64) for a in range(0, x.shape[0], size)])
+
+
+def _integrate(D, z: torch.Tensor, sigmas, callback, batch_size, progress: bool, name: str, corrector: bool
+               ) -> torch.Tensor:
+    """Euler (``corrector=False``) or Heun steps over the schedule, step by step for the whole batch, so the
+    callback sees every image at every step whatever ``batch_size`` (the largest number of images per call of D)."""
+    z = as_images(z, "z")
+    s = _check_schedule(sigmas)
+    size = z.shape[0] if batch_size is None else positive_int(batch_size, "batch_size")
+    x = z.to(torch.float64) * s[0].item()
+    for i in tqdm(range(len(s) - 1), desc=name, disable=not progress, leave=False):
+        t, t_next = s[i].item(), s[i + 1].item()
+        den = _denoise(D, x, t, size)
+        if callback is not None:
+            callback(i, t, x, den)
+        d = (x - den) / t
+        x_next = x + (t_next - t) * d
+        if corrector and t_next > 0:
+            d_next = (x_next - _denoise(D, x_next, t_next, size)) / t_next
+            x_next = x + (t_next - t) * (d + d_next) / 2
+        x = x_next
+    return x
 
 
 def euler(D, z: torch.Tensor, sigmas, callback: Callback | None = None, batch_size: int | None = None,
@@ -104,45 +127,14 @@ def euler(D, z: torch.Tensor, sigmas, callback: Callback | None = None, batch_si
     x_0 = sigma_0 z; d_i = (x_i - D(x_i; sigma_i)) / sigma_i; x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i.
     Returns float64 samples shaped like z.
     """
-    z = as_images(z, "z")
-    s = _check_schedule(sigmas)
-
-    def run(zb, offset):
-        x = zb.to(torch.float64) * s[0].item()
-        for i in tqdm(range(len(s) - 1), desc="euler", disable=not progress, leave=False):
-            t, t_next = s[i].item(), s[i + 1].item()
-            den = D(x, t).to(torch.float64)
-            if callback is not None:
-                callback(i, t, x, den)
-            x = x + (t_next - t) * (x - den) / t
-        return x
-
-    return _batched(run, z, batch_size)
+    return _integrate(D, z, sigmas, callback, batch_size, progress, "euler", corrector=False)
 
 
 def heun(D, z: torch.Tensor, sigmas, callback: Callback | None = None, batch_size: int | None = None,
          progress: bool = False) -> torch.Tensor:
     """Deterministic Heun (Karras et al. 2022, Algorithm 1): Euler predictor, trapezoidal corrector
     whenever the next sigma is not 0. Returns float64 samples shaped like z."""
-    z = as_images(z, "z")
-    s = _check_schedule(sigmas)
-
-    def run(zb, offset):
-        x = zb.to(torch.float64) * s[0].item()
-        for i in tqdm(range(len(s) - 1), desc="heun", disable=not progress, leave=False):
-            t, t_next = s[i].item(), s[i + 1].item()
-            den = D(x, t).to(torch.float64)
-            if callback is not None:
-                callback(i, t, x, den)
-            d = (x - den) / t
-            x_next = x + (t_next - t) * d
-            if t_next > 0:
-                d_next = (x_next - D(x_next, t_next).to(torch.float64)) / t_next
-                x_next = x + (t_next - t) * (d + d_next) / 2
-            x = x_next
-        return x
-
-    return _batched(run, z, batch_size)
+    return _integrate(D, z, sigmas, callback, batch_size, progress, "heun", corrector=True)
 
 
 def gaussian_trajectory(G, z: torch.Tensor, sigmas) -> torch.Tensor:

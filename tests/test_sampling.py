@@ -86,6 +86,29 @@ def test_euler_callback_and_start(digits_gaussian):
 
 
 @pytest.mark.parametrize("sampler", ["euler", "heun"])
+def test_recorder_sees_the_whole_batch_when_the_denoiser_gets_pieces(digits_gaussian, sampler):
+    """With batch_size set the callback still gets one call per step holding every image, in order; the denoiser
+    itself never sees more than batch_size images at once."""
+    _, G = digits_gaussian
+    seen = []
+
+    def D(x, sigma):
+        seen.append(x.shape[0])
+        return G(x, sigma)
+
+    z = gd.sampling.latents(range(7), (1, 8, 8))
+    sig = gd.sampling.edm_sigmas(5)
+    whole, pieces = gd.sampling.Recorder(), gd.sampling.Recorder()
+    out_whole = gd.sampling.sample(sampler, G, z, sig, callback=whole)
+    out_pieces = gd.sampling.sample(sampler, D, z, sig, callback=pieces, batch_size=3)
+    assert max(seen) == 3 and pieces.sigmas == whole.sigmas
+    assert pieces.x.shape == whole.x.shape == (5, 7, 1, 8, 8)
+    torch.testing.assert_close(pieces.x, whole.x, rtol=0, atol=1e-12)
+    torch.testing.assert_close(pieces.denoised, whole.denoised, rtol=0, atol=1e-12)
+    torch.testing.assert_close(out_pieces, out_whole, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun"])
 def test_sample_does_not_depend_on_batch_size(sampler):
     D = EDMDenoiser(gd.networks.UNet(1, 8, 8, (1, 2), seed=0))
     with torch.no_grad():  # give the zero-initialised output layer some weights
