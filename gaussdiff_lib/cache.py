@@ -1,7 +1,9 @@
 """Content-addressed artifacts: key = hash of the parameters + library version; atomic, verified files.
 
 Every artifact file is a 64-character SHA-256 hex digest of its payload, a newline, then the payload
-written by ``torch.save``. Writes go to a temporary file in the same folder and are moved into place
+written by ``torch.save``. A file saved with a ``key`` (the run or cache entry it belongs to) has the key
+hashed into its digest, so a valid file of another run or entry, copied or moved into place, fails the check
+like a corrupt one (files written before keys were stored, with a plain digest, are still accepted). Writes go to a temporary file in the same folder and are moved into place
 with ``os.replace``, so a reader sees either the old complete file or the new one; a file whose digest
 does not match (truncated, overwritten, half-copied) raises :class:`CorruptFileError` and
 :func:`cached` recomputes it. A lock file serialises concurrent writers of the same key.
@@ -24,7 +26,7 @@ import torch
 
 from . import __version__
 
-__all__ = ["cache_root", "digest", "save_atomic", "load_verified", "cached", "CorruptFileError"]
+__all__ = ["cache_root", "digest", "save_atomic", "load_verified", "write_text_atomic", "cached", "CorruptFileError"]
 
 
 class CorruptFileError(RuntimeError):
@@ -72,18 +74,21 @@ def digest(*objs: Any, version: bool = True) -> str:
     return h.hexdigest()
 
 
-def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save obj to path with a digest header, via a temporary file and an atomic rename."""
-    path = Path(path)
+def _header(payload: bytes, key: str | None) -> bytes:
+    h = hashlib.sha256()
+    if key is not None:
+        h.update(b"gaussdiff-key:" + str(key).encode() + b"\n")
+    h.update(payload)
+    return h.hexdigest().encode()
+
+
+def _write_atomic(path: Path, chunks) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    payload = buf.getvalue()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(hashlib.sha256(payload).hexdigest().encode() + b"\n")
-            f.write(payload)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; cache entries are meant to be shared
@@ -95,14 +100,39 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_verified(path: str | os.PathLike, map_location="cpu") -> Any:
-    """Load a file written by :func:`save_atomic`, checking its digest first (tensors and containers only)."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file via a temporary file and an atomic rename: a reader (or a process killed mid-write)
+    sees the old complete file or the new one, never a truncated one."""
+    return _write_atomic(Path(path), [text.encode()])
+
+
+def save_atomic(obj: Any, path: str | os.PathLike, key: str | None = None) -> Path:
+    """torch.save obj to path with a digest header (of the payload and ``key``, the run or entry the file belongs
+    to), via a temporary file and an atomic rename."""
+    path = Path(path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = buf.getvalue()
+    return _write_atomic(path, [_header(payload, key) + b"\n", payload])
+
+
+def load_verified(path: str | os.PathLike, map_location="cpu", key: str | None = None) -> Any:
+    """Load a file written by :func:`save_atomic`, checking its digest first (tensors and containers only).
+
+    With ``key``, the file must have been saved with that key (or, for files written before keys were stored,
+    with none): a valid file of another run or cache entry raises :class:`CorruptFileError` like a corrupt one.
+    """
     path = Path(path)
     data = path.read_bytes()
     head, sep, payload = data.partition(b"\n")
     if not sep or len(head) != 64:
         raise CorruptFileError(f"{path} is not a gaussdiff artifact (missing digest header); delete it and recompute")
-    if hashlib.sha256(payload).hexdigest().encode() != head:
+    if head != _header(payload, key) and not (key is not None and head == _header(payload, None)):
+        if key is not None:
+            raise CorruptFileError(
+                f"{path} is corrupt or belongs to another run: its digest matches neither its content saved for key "
+                f"{key[:16]}... (a file copied from another run or cache entry) nor its content alone (truncated by "
+                "an interrupted write or copy)")
         raise CorruptFileError(
             f"{path} is corrupt: its content does not match its SHA-256 digest ({len(payload)} bytes, "
             "probably truncated by an interrupted write or copy); delete it and recompute")
@@ -131,14 +161,15 @@ def entry_path(kind: str, key: str, root: str | os.PathLike | None = None) -> Pa
 
 def cached(kind: str, params: Any, compute: Callable[[], Any], root: str | os.PathLike | None = None) -> Any:
     """Return the artifact for (kind, params), computing and storing it on a miss or a corrupt entry."""
-    path = entry_path(kind, digest(kind, params), root)
+    key = digest(kind, params)
+    path = entry_path(kind, key, root)
     with file_lock(path):
         if path.exists():
             try:
-                return load_verified(path)
+                return load_verified(path, key=key)
             except CorruptFileError as exc:
                 warnings.warn(f"{exc}; recomputing", RuntimeWarning, stacklevel=2)
                 path.unlink()
         value = compute()
-        save_atomic(value, path)
+        save_atomic(value, path, key=key)
         return value

@@ -168,10 +168,10 @@ def _checkpoints(run_dir: Path, prefix: str = "checkpoint") -> list[Path]:
     return sorted(run_dir.glob(f"{prefix}-*.pt"))
 
 
-def _load_latest(run_dir: Path):
+def _load_latest(run_dir: Path, key: str | None = None):
     for path in reversed(_checkpoints(run_dir)):
         try:
-            return _cache.load_verified(path)
+            return _cache.load_verified(path, key=key)
         except _cache.CorruptFileError as exc:
             warnings.warn(f"{exc}; trying an earlier checkpoint", RuntimeWarning, stacklevel=3)
             path.unlink()
@@ -257,24 +257,51 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
         return _run(*args)
 
 
+def _read_options(opt_file: Path) -> dict | None:
+    """A run folder's options, or None when the file is empty or cut short (a write interrupted before options
+    were written atomically)."""
+    try:
+        old = json.loads(opt_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return old if isinstance(old, dict) else None
+
+
+def _clean_leftovers(run_dir: Path, finished: bool) -> None:
+    """Remove what an interrupted process left behind: temporary files of atomic writes (``.*.tmp``) and, once the
+    run has its final weights, the checkpoints a kill between writing them and cleaning up kept. Called under the
+    run's lock, so no other process is writing these files."""
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    if finished:
+        for old in _checkpoints(run_dir):
+            old.unlink(missing_ok=True)
+
+
 def _resume_point(run_dir: Path, key: str, record: dict, device):
     """Rank 0's look at the run folder: ('final', state), ('checkpoint', state) or ('start', None)."""
     opt_file = run_dir / "options.json"
-    if opt_file.exists():
-        old = json.loads(opt_file.read_text())
-        if old.get("key") != key:
-            raise ValueError(f"{run_dir} holds a different run (options or data differ); "
-                             "choose another run_dir or delete that folder")
-    else:
-        opt_file.write_text(json.dumps(record, indent=2))
+    old = _read_options(opt_file) if opt_file.exists() else None
+    if opt_file.exists() and old is None:
+        warnings.warn(f"{opt_file} was unreadable (cut short by an interrupted write); rewritten for this run. Its "
+                      "weights files carry their run's key, so only files of this run are used", RuntimeWarning,
+                      stacklevel=3)
+    if old is not None and old.get("key") != key:
+        raise ValueError(f"{run_dir} holds a different run (options or data differ); "
+                         "choose another run_dir or delete that folder")
+    if old is None:
+        _cache.write_text_atomic(opt_file, json.dumps(record, indent=2))
     final = run_dir / "final.pt"
+    _clean_leftovers(run_dir, finished=False)
     if final.exists():
         try:
-            return "final", _cache.load_verified(final, map_location=device)
+            state = _cache.load_verified(final, map_location=device, key=key)
+            _clean_leftovers(run_dir, finished=True)
+            return "final", state
         except _cache.CorruptFileError as exc:
             warnings.warn(f"{exc}; resuming from the last checkpoint", RuntimeWarning, stacklevel=3)
             final.unlink()
-    state = _load_latest(run_dir)
+    state = _load_latest(run_dir, key)
     return ("checkpoint", state) if state is not None else ("start", None)
 
 
@@ -395,24 +422,25 @@ def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_
                     f.write(json.dumps(entry) + "\n")
         if writer:
             if done in snapshot_steps:
-                _cache.save_atomic({"step": done, "ema": ema_net.state_dict()}, run_dir / f"snapshot-{done:08d}.pt")
+                _cache.save_atomic({"step": done, "ema": ema_net.state_dict()}, run_dir / f"snapshot-{done:08d}.pt",
+                                   key=key)
             if done % checkpoint_every == 0 and done < steps:
                 _cache.save_atomic({"step": done, "net": net.state_dict(), "ema": ema_net.state_dict(),
-                                    "opt": opt.state_dict()}, run_dir / f"checkpoint-{done:08d}.pt")
+                                    "opt": opt.state_dict()}, run_dir / f"checkpoint-{done:08d}.pt", key=key)
                 for old in _checkpoints(run_dir)[:-2]:
                     old.unlink()
     bar.close()
     if stop < steps:  # a chunk of the run: leave a checkpoint where it stopped
         if writer and start < stop:
             _cache.save_atomic({"step": stop, "net": net.state_dict(), "ema": ema_net.state_dict(),
-                                "opt": opt.state_dict()}, run_dir / f"checkpoint-{stop:08d}.pt")
+                                "opt": opt.state_dict()}, run_dir / f"checkpoint-{stop:08d}.pt", key=key)
         _barrier(world)
         den = _wrap(ema_net, sigma_data, None, precond)
         den.run_dir, den.stats = run_dir, stats
         return den
     if writer:
         _cache.save_atomic({"step": steps, "net": net.state_dict(), "ema": ema_net.state_dict()},
-                           run_dir / "final.pt")
+                           run_dir / "final.pt", key=key)
         for old in _checkpoints(run_dir):
             old.unlink()
     _barrier(world)  # the other ranks return once the final weights are on disk
@@ -442,7 +470,7 @@ def _read_stats(run_dir: Path, upto: int, rewrite: bool = True) -> list[dict]:
             rows.append(row)
     # rewrite without entries past the checkpoint, so a resumed run logs each step once
     if rewrite:
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        _cache.write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
 
@@ -459,13 +487,16 @@ def load_run(run_dir: str | Path, snapshot: int | None = None, device=None) -> E
     opt_file = run_dir / "options.json"
     if not opt_file.exists():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no options.json)")
-    options = json.loads(opt_file.read_text())
+    options = _read_options(opt_file)
+    if options is None:
+        raise ValueError(f"{opt_file} is unreadable (empty or cut short); train the run again with the same "
+                         "arguments (its options are rewritten and its weights reused) or delete the folder")
     path = run_dir / ("final.pt" if snapshot is None else f"snapshot-{int(snapshot):08d}.pt")
     if not path.exists():
         have = [p.name for p in sorted(run_dir.glob("*.pt"))]
         raise FileNotFoundError(f"{path.name} not in {run_dir}; it holds {have or 'no weights'}")
     net = build(options["net"])
-    net.load_state_dict(_cache.load_verified(path, map_location=device or "cpu")["ema"])
+    net.load_state_dict(_cache.load_verified(path, map_location=device or "cpu", key=options.get("key"))["ema"])
     return _wrap(net.to(device or "cpu"), options.get("sigma_data", 0.5), run_dir, options.get("precond", "edm"))
 
 

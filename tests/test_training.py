@@ -46,8 +46,8 @@ def _interrupt_after(monkeypatch, n_saves):
     real = gcache.save_atomic
     count = {"n": 0}
 
-    def save(obj, path):
-        real(obj, path)
+    def save(obj, path, **kwargs):
+        real(obj, path, **kwargs)
         count["n"] += 1
         if count["n"] >= n_saves:
             raise _Interrupt()
@@ -129,6 +129,85 @@ def test_run_dir_of_another_run_is_refused(tmp_path):
     training.train(_net(), _X(), run_dir=tmp_path, **OPTS)
     with pytest.raises(ValueError, match="holds a different run"):
         training.train(_net(), _X(), run_dir=tmp_path, **{**OPTS, "lr": 1e-3})
+
+
+# ------------------------------------------------------------ fault injection: files of other runs, leftovers
+@pytest.mark.parametrize("name", ["final.pt", "checkpoint-00000008.pt"])
+def test_a_valid_file_of_another_run_is_not_used(tmp_path, uninterrupted, name):
+    """Run B's final weights (or checkpoint) copied into run A's folder: A must not return or resume from B's
+    weights. Every weights file carries its run's key in its digest, so B's file counts as corrupt in A."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    training.train(_net(), _X(), run_dir=a, **OPTS)
+    other = {**OPTS, "seed": 4}
+    if name == "final.pt":
+        training.train(_net(), _X(), run_dir=b, **other)
+        (a / name).write_bytes((b / name).read_bytes())
+    else:  # a checkpoint of B beside A's options, A's final gone: A would resume from B's step 8
+        training.train(_net(), _X(), run_dir=b, until=8, **other)
+        (a / "final.pt").unlink()
+        (a / name).write_bytes((b / name).read_bytes())
+    with pytest.warns(RuntimeWarning, match="corrupt or belongs to another run"):
+        again = training.train(_net(), _X(), run_dir=a, **OPTS)
+    _assert_same(_weights(again), uninterrupted)
+
+
+def test_a_swapped_cache_entry_is_recomputed(tmp_path):
+    one = gcache.cached("gaussian", {"data": 1}, lambda: {"mean": torch.zeros(3)}, root=tmp_path)
+    two = gcache.cached("gaussian", {"data": 2}, lambda: {"mean": torch.ones(3)}, root=tmp_path)
+    p1 = gcache.entry_path("gaussian", gcache.digest("gaussian", {"data": 1}), tmp_path)
+    p2 = gcache.entry_path("gaussian", gcache.digest("gaussian", {"data": 2}), tmp_path)
+    p1.write_bytes(p2.read_bytes())  # the other dataset's statistics under this dataset's name
+    with pytest.warns(RuntimeWarning, match="corrupt or belongs to another run"):
+        again = gcache.cached("gaussian", {"data": 1}, lambda: {"mean": torch.zeros(3)}, root=tmp_path)
+    assert torch.equal(again["mean"], one["mean"]) and not torch.equal(again["mean"], two["mean"])
+
+
+def test_files_written_before_keys_existed_still_load(tmp_path):
+    legacy = tmp_path / "old.pt"
+    buf = __import__("io").BytesIO()
+    torch.save({"x": torch.arange(3)}, buf)
+    payload = buf.getvalue()
+    legacy.write_bytes(__import__("hashlib").sha256(payload).hexdigest().encode() + b"\n" + payload)
+    assert torch.equal(gcache.load_verified(legacy, key="any-run")["x"], torch.arange(3))
+
+
+def test_an_empty_options_file_is_recovered_and_named(tmp_path, uninterrupted):
+    training.train(_net(), _X(), run_dir=tmp_path, **OPTS)
+    (tmp_path / "options.json").write_text("")  # a kill inside a non-atomic write left it empty
+    with pytest.raises(ValueError, match="options.json is unreadable.*train the run again"):
+        training.load_run(tmp_path)
+    with pytest.warns(RuntimeWarning, match="options.json was unreadable"):
+        again = training.train(_net(), _X(), run_dir=tmp_path, **OPTS)
+    _assert_same(_weights(again), uninterrupted)
+    assert json.loads((tmp_path / "options.json").read_text())["steps"] == OPTS["steps"]
+    _assert_same(_weights(training.load_run(tmp_path)), uninterrupted)
+
+
+def test_text_writes_are_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "stats.jsonl"
+    path.write_text('{"step": 1}\n')
+
+    def killed(fd):
+        raise KeyboardInterrupt  # the process dies between writing and renaming
+
+    monkeypatch.setattr(os, "fsync", killed)
+    with pytest.raises(KeyboardInterrupt):
+        gcache.write_text_atomic(path, '{"step": 1}\n{"step": 2}\n')
+    assert path.read_text() == '{"step": 1}\n' and list(tmp_path.glob(".*.tmp")) == []
+
+
+def test_leftovers_of_a_killed_run_are_cleaned(tmp_path, uninterrupted):
+    training.train(_net(), _X(), run_dir=tmp_path, **OPTS)
+    (tmp_path / ".checkpoint-00000008.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    # a kill between writing final.pt and removing the checkpoints leaves full checkpoints behind
+    key = json.loads((tmp_path / "options.json").read_text())["key"]
+    state = gcache.load_verified(tmp_path / "final.pt", key=key)
+    for step in (4, 8):
+        gcache.save_atomic({**state, "step": step, "opt": {}}, tmp_path / f"checkpoint-{step:08d}.pt", key=key)
+    again = training.train(_net(), _X(), run_dir=tmp_path, **OPTS)
+    _assert_same(_weights(again), uninterrupted)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("train.lock")) == \
+        ["final.pt", "options.json", "stats.jsonl"]
 
 
 @pytest.mark.parametrize("kwargs, exc, msg", [
