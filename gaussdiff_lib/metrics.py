@@ -5,9 +5,9 @@ GPU) runs in memory bounded by ``chunk_size`` x batch.
 """
 from __future__ import annotations
 
-import torch
-
 import math
+
+import torch
 
 from ._checks import as_images, as_sigma, positive_int
 
@@ -217,8 +217,14 @@ def distance_curve(D1, D2, images: torch.Tensor, sigmas, reduce: bool = True, **
     return torch.tensor([denoiser_distance(D1, D2, images, float(s), **kwargs) for s in sigmas], dtype=torch.float64)
 
 
-def weight_distance(W: torch.Tensor, W_ref: torch.Tensor) -> float:
-    """Relative Frobenius distance ||W - W_ref||_F / ||W_ref||_F (the paper's weight 'NMSE', section 3, Fig 4)."""
+def weight_distance(W: torch.Tensor, W_ref: torch.Tensor, fit_error: float | None = None) -> float:
+    """Relative Frobenius distance ||W - W_ref||_F / ||W_ref||_F (the paper's weight 'NMSE', section 3, Fig 4).
+
+    ``fit_error``: when W is a least-squares estimate of some W* with relative error ||W - W*||_F / ||W||_F about
+    ``fit_error`` (``fit_linear``'s ``info[i]["rel_error"]``), the distance of W* itself, corrected for that
+    sampling noise. The fit's error is uncorrelated with W* - W_ref, so E||W - W_ref||^2 = ||W* - W_ref||^2 +
+    E||W - W*||^2, and the corrected distance is sqrt(max(||W - W_ref||^2 - (fit_error ||W||)^2, 0)) / ||W_ref||.
+    """
     if W.ndim != 2 or W.shape != W_ref.shape:
         raise ValueError(f"weight_distance compares two matrices of one shape, got {tuple(W.shape)} and "
                          f"{tuple(W_ref.shape)}")
@@ -226,7 +232,13 @@ def weight_distance(W: torch.Tensor, W_ref: torch.Tensor) -> float:
     norm = ref.norm()
     if norm == 0:
         raise ValueError("W_ref is zero: the relative distance is undefined")
-    return float((W.to(ref.device, torch.float64) - ref).norm() / norm)
+    W = W.to(ref.device, torch.float64)
+    dist = (W - ref).norm()
+    if fit_error is not None:
+        if not (fit_error >= 0 and math.isfinite(fit_error)):
+            raise ValueError(f"fit_error is a relative error >= 0 (fit_linear's info['rel_error']), got {fit_error}")
+        dist = (dist ** 2 - (fit_error * W.norm()) ** 2).clamp_min(0).sqrt()
+    return float(dist / norm)
 
 
 def singular_vector_alignment(W: torch.Tensor, W_ref: torch.Tensor, k: int = 100):

@@ -96,3 +96,24 @@ def test_plot_helpers_draw_what_they_are_given():
     assert [list(a.lines[0].get_ydata()) for a in axes] == [[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]]
     table = gd.plotting.table([{"a": 1.23456, "b": "x"}])
     assert table.data.splitlines() == ["| a | b |", "|---|---|", "| 1.23 | x |"]
+
+
+def test_weight_distance_corrected_for_fit_noise():
+    """A noisy estimate W = W* + E of a matrix at known distance from W_ref: the plain distance is inflated by the
+    noise; corrected with the noise's relative size it recovers ||W* - W_ref|| / ||W_ref||."""
+    g = torch.Generator().manual_seed(0)
+    d = 200
+    W_ref = torch.randn(d, d, generator=g, dtype=torch.float64)
+    W_star = W_ref + 0.1 * W_ref.norm() / d * torch.randn(d, d, generator=g, dtype=torch.float64)
+    true = gd.metrics.weight_distance(W_star, W_ref)
+    E = torch.randn(d, d, generator=g, dtype=torch.float64)
+    E *= 0.15 * W_star.norm() / E.norm()
+    W = W_star + E
+    rel_error = float(E.norm() / W.norm())
+    plain = gd.metrics.weight_distance(W, W_ref)
+    corrected = gd.metrics.weight_distance(W, W_ref, fit_error=rel_error)
+    assert plain > 1.5 * true                                   # the noise dominates the plain distance
+    assert corrected == pytest.approx(true, rel=0.03)
+    assert gd.metrics.weight_distance(W_ref, W_ref, fit_error=0.5) == 0.0   # never the root of a negative number
+    with pytest.raises(ValueError, match="fit_error"):
+        gd.metrics.weight_distance(W, W_ref, fit_error=-0.1)

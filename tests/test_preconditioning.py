@@ -223,3 +223,18 @@ def test_dae_labels_and_descriptions():
         experiments.dae_label([*vit, *nc])
     with pytest.raises(ValueError, match="fixed_sigma"):
         experiments.dae_label([experiments._make("d", "x", {"n": 8})])
+
+
+def test_a_published_run_must_name_the_preconditioning_its_file_holds(monkeypatch):
+    from gaussdiff_lib import checkpoints, experiments
+
+    def fake_load(path, device=None):
+        return EDMDenoiser(gd.networks.UNet(1, 8, 8, (1, 2), seed=0), precond="ve")
+
+    monkeypatch.setattr(checkpoints, "load_edm", fake_load)
+    ok = experiments._make("b", "x", {"n": 8, "precond": "ve", "checkpoint": "baseline.pkl"})
+    with pytest.warns(experiments.LicenseNotice):
+        assert experiments.model(ok, device="cpu").precond == "ve"
+    wrong = experiments._make("e", "x", {"n": 8, "checkpoint": "baseline.pkl"})
+    with pytest.warns(experiments.LicenseNotice), pytest.raises(ValueError, match="says precond: edm.*'ve'"):
+        experiments.model(wrong, device="cpu")
