@@ -20,7 +20,7 @@ __all__ = ["preconditioning", "PRECONDS", "check_precond", "vp_sigma", "vp_sigma
 
 #: the preconditionings a network denoiser can use (Karras et al. 2022, Table 1)
 PRECONDS = ("edm", "ve", "vp")
-#: the VP baseline's schedule (EDM's VPPrecond defaults): beta_d, beta_min, M and epsilon_t
+#: the VP baseline's schedule, EDM's VPPrecond defaults (beta_d, beta_min, M and epsilon_t)
 VP_BETA_D, VP_BETA_MIN, VP_M, VP_EPSILON_T = 19.9, 0.1, 1000, 1e-5
 #: the VE baseline's training range of sigma (EDM's VELoss and VEPrecond defaults)
 VE_SIGMA_MIN, VE_SIGMA_MAX = 0.02, 100.0

@@ -274,7 +274,7 @@ class LinearNet(nn.Module):
         return (flat @ self.weight.T + self.bias).reshape(x.shape)
 
 
-#: every architecture a run may name: this UNet, EDM's NCSN++ and DDPM++, the ViT and the affine map
+#: every architecture a run may name (this UNet, EDM's NCSN++ and DDPM++, the ViT and the affine map)
 ARCHS = ("unet", "ncsnpp", "ddpmpp", "vit", "linear")
 
 
