@@ -117,3 +117,42 @@ def test_weight_distance_corrected_for_fit_noise():
     assert gd.metrics.weight_distance(W_ref, W_ref, fit_error=0.5) == 0.0   # never the root of a negative number
     with pytest.raises(ValueError, match="fit_error"):
         gd.metrics.weight_distance(W, W_ref, fit_error=-0.1)
+
+
+@pytest.mark.parametrize("alpha2", [0.8, 0.5, 0.99])
+def test_linearity_score_of_a_nonlinear_denoiser_by_brute_force(alpha2):
+    """A known nonlinear denoiser, D(x) = tanh(2x) + 0.1: the score's inputs are recorded and the score recomputed
+    pair by pair in float64. The mixed input must be alpha x1 + beta x2 with the right weight on each side
+    (alpha != beta catches a swap), and both the cosine and the NMSE forms must match."""
+    calls = []
+
+    def D(x, sigma):
+        calls.append(x.clone())
+        return torch.tanh(2 * x) + 0.1
+
+    X = gd.data.load("digits", n=40, seed=0)
+    alpha = alpha2 ** 0.5
+    beta = (1 - alpha2) ** 0.5
+    for kind in ("cos", "nmse"):
+        calls.clear()
+        per = metrics.linearity_score(D, X, 0.7, alpha=alpha, n_pairs=25, kind=kind, seed=3, reduce=False)
+        assert len(calls) == 3
+        # which call was the mixture: the one that equals alpha * (one other) + beta * (the remaining one)
+        found = [(m, a, b) for m in range(3) for a in range(3) for b in range(3) if len({m, a, b}) == 3
+                 and torch.allclose(calls[m], alpha * calls[a] + beta * calls[b], rtol=0, atol=1e-12)]
+        assert found, "the mixed input is not alpha x1 + beta x2"
+        m, a, b = found[0]
+        x1, x2, mixed = (calls[i].reshape(25, -1).double() for i in (a, b, m))
+        f = lambda v: torch.tanh(2 * v) + 0.1  # noqa: E731
+        expected = []
+        for i in range(25):
+            u, v = f(mixed[i]), alpha * f(x1[i]) + beta * f(x2[i])
+            if kind == "cos":
+                expected.append(abs(float(u @ v) / (float(u.norm()) * float(v.norm()))))
+            else:
+                expected.append(float((u - v).norm() / u.norm()))
+        torch.testing.assert_close(per, torch.tensor(expected, dtype=torch.float64), rtol=1e-10, atol=1e-12)
+        assert (per < 0.999).any() if kind == "cos" else (per > 1e-3).any()   # it is far from linear
+        # the pairs are noisy training images: each input minus its nearest image has the noise's scale
+        nearest = torch.cdist(x1, X.reshape(40, -1).double()).min(1).values / x1.shape[1] ** 0.5
+        assert 0.5 < float(nearest.mean()) < 0.75
