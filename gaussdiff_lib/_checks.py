@@ -47,6 +47,9 @@ def as_sigma(sigma, batch: int, device, dtype=torch.float64) -> torch.Tensor:
         elif s.shape[0] == 1:
             s = s.expand(batch)
     else:
+        if isinstance(sigma, (str, bytes)):
+            raise TypeError(f"sigma must be a number or a [B] tensor, got the string {sigma!r}; pass float({sigma!r}) "
+                            "if you mean it")
         try:
             value = float(sigma)
         except (TypeError, ValueError):
@@ -58,6 +61,11 @@ def as_sigma(sigma, batch: int, device, dtype=torch.float64) -> torch.Tensor:
         raise ValueError(
             f"sigma must be > 0 (the paper uses 0.002 <= sigma <= 80), got {s.min().item():g}; "
             "the final sigma = 0 of a schedule is a sampler step target, never a denoiser input")
+    sq = s.square()
+    if (sq == 0).any() or not torch.isfinite(1 / sq).all():
+        hint = "" if dtype == torch.float64 else " (a float64 denoiser reaches smaller sigma)"
+        raise ValueError(f"sigma = {s.min().item():g} is too small for {dtype}: sigma^2 underflows there and the "
+                         f"denoiser would return NaN; the paper's smallest level is 0.002{hint}")
     return s
 
 

@@ -201,21 +201,24 @@ class EmpiricalDenoiser(nn.Module):
         self.shape = tuple(int(s) for s in X.shape[1:])
         data = X.reshape(X.shape[0], -1).to(device=device or X.device, dtype=dtype)
         self.register_buffer("data", data)
-        self.register_buffer("sqnorms", data.square().sum(1))
+        self.register_buffer("sqnorms", data.to(torch.promote_types(dtype, torch.float32)).square().sum(1))
 
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
         x = as_images(x)
         image_shape_matches(x, self.shape, "EmpiricalDenoiser")
         b = x.shape[0]
-        xf = x.reshape(b, -1).to(self.data.device, self.data.dtype)
-        inv = 1.0 / (2 * as_sigma(sigma, b, self.data.device, self.data.dtype) ** 2)
+        # stored in any precision, computed in at least float32: in float16 the logits -||x - y||^2 / 2 sigma^2
+        # overflow at the paper's small sigma (0.002) and the softmax returns NaN
+        work = torch.promote_types(self.data.dtype, torch.float32)
+        xf = x.reshape(b, -1).to(self.data.device, work)
+        inv = 1.0 / (2 * as_sigma(sigma, b, self.data.device, work) ** 2)
         xsq = xf.square().sum(1, keepdim=True)
-        run_max = torch.full((b,), -math.inf, dtype=self.data.dtype, device=self.data.device)
-        run_sum = torch.zeros(b, dtype=self.data.dtype, device=self.data.device)
+        run_max = torch.full((b,), -math.inf, dtype=work, device=self.data.device)
+        run_sum = torch.zeros(b, dtype=work, device=self.data.device)
         acc = torch.zeros_like(xf)
         for s in range(0, self.data.shape[0], self.chunk_size):
-            y = self.data[s:s + self.chunk_size]
-            dist = (xsq + self.sqnorms[s:s + self.chunk_size] - 2 * xf @ y.T).clamp_min(0)
+            y = self.data[s:s + self.chunk_size].to(work)
+            dist = (xsq + self.sqnorms[s:s + self.chunk_size].to(work) - 2 * xf @ y.T).clamp_min(0)
             logits = -dist * inv[:, None]
             new_max = torch.maximum(run_max, logits.max(1).values)
             w = torch.exp(logits - new_max[:, None])

@@ -38,8 +38,9 @@ class _NoiseEmbedding(nn.Module):
 
     def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
         half = self.dim // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=c_noise.device, dtype=torch.float32) / half)
-        args = c_noise.float()[:, None] * freqs[None, :]
+        dtype = self.mlp[0].weight.dtype  # the network's own precision (float32, float64, bfloat16 ...)
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=c_noise.device, dtype=torch.float64) / half)
+        args = (c_noise.to(torch.float64)[:, None] * freqs[None, :]).to(dtype)
         return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=1))
 
 

@@ -218,3 +218,48 @@ def test_empty_dataset(cls):
 def test_unet_rejects_bad_resolution():
     with pytest.raises(ValueError, match="resolution 6 must be a positive multiple of 4"):
         gd.networks.UNet(1, 8, 6, (1, 2, 2))
+
+
+# ------------------------------------------------------------------ fault injection: precision and sigma
+def test_half_precision_empirical_denoiser_is_finite_at_the_paper_s_smallest_sigma():
+    """Stored in float16, the multi-delta denoiser used to return NaN at sigma <= 0.01 (the logits overflow);
+    it now computes in float32 and agrees with float64 to float16's storage precision."""
+    X = _data(n=50)
+    x = X[:4] + 0.002 * torch.randn(X[:4].shape, generator=torch.Generator().manual_seed(0))
+    M16, M64 = EmpiricalDenoiser(X, dtype=torch.float16), EmpiricalDenoiser(X)
+    for sigma in (0.002, 0.01, 1.0, 80.0):
+        out = M16(x, sigma)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out, M64(x, sigma), rtol=0, atol=2e-3)
+
+
+@pytest.mark.parametrize("make, sigma, dtype", [
+    (lambda X: EmpiricalDenoiser(X, dtype=torch.float32), 1e-30, "float32"),
+    (lambda X: GaussianDenoiser.from_data(X), 1e-200, "float64"),
+    (lambda X: EmpiricalDenoiser(X), 1e-200, "float64"),
+])
+def test_sigma_that_underflows_is_refused(make, sigma, dtype):
+    X = _data(n=20)
+    with pytest.raises(ValueError, match=f"sigma = {sigma:g} is too small for torch.{dtype}: sigma\\^2 underflows"):
+        make(X)(X[:2], sigma)
+
+
+def test_sigma_as_a_string_is_refused(all_denoisers):
+    for D in all_denoisers.values():
+        with pytest.raises(TypeError, match="got the string '1.5'"):
+            D(torch.zeros(1, *D.shape), "1.5")
+
+
+@pytest.mark.parametrize("arch", ["unet", "vit"])
+@pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-6), (torch.bfloat16, 3e-2), (torch.float16, 5e-3)])
+def test_network_denoisers_convert_to_other_precisions(arch, dtype, atol):
+    """The noise embedding used to be hard-coded float32, so .double() or .to(bfloat16) failed inside torch."""
+    net = gd.networks.UNet(1, 8, 8, (1, 2), seed=0) if arch == "unet" else gd.networks.ViT(1, 8, 16, 2, heads=2, seed=0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ref = EDMDenoiser(net)(x, 1.5)
+    out = EDMDenoiser(net).to(dtype)(x, 1.5)
+    assert out.dtype == torch.float64 and torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref, rtol=0, atol=atol)
