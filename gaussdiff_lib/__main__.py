@@ -105,6 +105,8 @@ def main(argv=None) -> int:
     ex.add_argument("--out", default=str(profiles.root() / "book"), help="folder for the executed notebooks")
     ex.add_argument("--only", nargs="*", help="notebook names (without .ipynb) to run")
     ex.add_argument("--force", action="store_true", help="re-execute notebooks that are up to date")
+    ex.add_argument("--keep-going", action="store_true", help="run the other notebooks when one fails (and exit 1 "
+                                                              "at the end, naming it)")
     ex.add_argument("--set", dest="overrides", action="append", metavar="NOTEBOOK.PARAMETER=VALUE",
                     help="override one parameter of the profile, e.g. dataset_size.sweep=dataset_size_cifar")
     tr = sub.add_parser("train", help="train a profile's runs into the model cache (the notebooks then load them)")
@@ -139,7 +141,15 @@ def main(argv=None) -> int:
             overrides = profiles.parse_overrides(args.overrides)
         except ValueError as exc:
             parser.error(str(exc))
-        profiles.execute(args.profile, args.out, args.only, force=args.force, overrides=overrides)
+        try:
+            profiles.execute(args.profile, args.out, args.only, force=args.force, overrides=overrides,
+                             keep_going=args.keep_going)
+        except ValueError as exc:  # a mistake in the command line or the profile: one line, nothing ran
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except RuntimeError as exc:  # --keep-going: some notebooks failed
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -98,17 +98,32 @@ def parse_overrides(items: list[str] | None) -> dict[str, dict]:
     return out
 
 
+def _check_parameters(stem: str, params: dict, where: str) -> None:
+    """Every parameter set for a notebook must exist in its parameters cell: papermill would inject an unknown one
+    as a new variable and the notebook would silently run with its default."""
+    known = set(defaults(stem)) | {"profile"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"{where} sets parameters that {stem} does not have: {unknown}; its parameters are "
+                         f"{sorted(known - {'profile'})}")
+
+
 def execute(profile: str, out: str | Path, only: list[str] | None = None, timeout: int = 3600,
-            force: bool = False, overrides: dict[str, dict] | None = None) -> list[Path]:
+            force: bool = False, overrides: dict[str, dict] | None = None, keep_going: bool = False) -> list[Path]:
     """Execute each notebook template with papermill under ``profile`` into ``out`` (one .ipynb each).
 
     A notebook whose executed copy in ``out`` was made from the same template, parameters and library
     source is left as it is (``force=True`` re-executes it); trained models are cached separately.
     ``overrides`` ({notebook: {parameter: value}}) change single parameters on top of the profile, e.g. to
     run the dataset-size chapter on the CIFAR-10 sweep of the ``paper`` profile.
+
+    Names in ``only`` (with or without ``.ipynb``), notebooks named by the profile or the overrides, and every
+    parameter set for a notebook are checked before anything runs; a mistake is a ``ValueError`` listing the
+    valid names. A failing notebook stops the rest, unless ``keep_going``: then the others run and a
+    ``RuntimeError`` at the end names the failed ones. Executed notebooks are written under a temporary name and
+    moved into place only when complete, so an interrupted run leaves the previous good copy as it was.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     prof = load(profile)
     stems = {p.stem for p in notebooks()}
     unknown = set(prof) - stems - {EXPERIMENTS}
@@ -119,18 +134,41 @@ def execute(profile: str, out: str | Path, only: list[str] | None = None, timeou
     if unknown:
         raise ValueError(f"overrides name notebooks that do not exist: {sorted(unknown)}; "
                          f"the notebooks are {sorted(stems)}")
+    wanted = None
+    if only:
+        wanted = {str(name).removesuffix(".ipynb") for name in only}
+        unknown = wanted - stems
+        if unknown:
+            raise ValueError(f"no notebook named {sorted(unknown)}; the notebooks are {sorted(stems)}")
+    chosen = [nb for nb in notebooks() if wanted is None or nb.stem in wanted]
+    for nb in chosen:
+        _check_parameters(nb.stem, prof.get(nb.stem, {}), f"profiles/{profile}.yml")
+        _check_parameters(nb.stem, overrides.get(nb.stem, {}), "--set")
+    out.mkdir(parents=True, exist_ok=True)
     # progress bars would be frozen into the pages as widgets; the executor prints its own progress
     previous = os.environ.get("GAUSSDIFF_PROGRESS")
     os.environ["GAUSSDIFF_PROGRESS"] = "0"
+    done, failed = [], []
     try:
-        return [_execute_one(nb, out / nb.name, {**prof.get(nb.stem, {}), **overrides.get(nb.stem, {}),
-                                                 "profile": profile}, timeout, force, prof.get(EXPERIMENTS))
-                for nb in notebooks() if not only or nb.stem in only]
+        for nb in chosen:
+            params = {**prof.get(nb.stem, {}), **overrides.get(nb.stem, {}), "profile": profile}
+            try:
+                done.append(_execute_one(nb, out / nb.name, params, timeout, force, prof.get(EXPERIMENTS)))
+            except Exception as exc:
+                if not keep_going:
+                    raise
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                print(f"[{profile}] {nb.name} FAILED: {type(exc).__name__}: {first}", flush=True)
+                failed.append(nb.stem)
     finally:
         if previous is None:
             os.environ.pop("GAUSSDIFF_PROGRESS", None)
         else:
             os.environ["GAUSSDIFF_PROGRESS"] = previous
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(chosen)} notebooks failed: {failed}; their partial outputs are "
+                           f"in {out} as .<name>.partial.ipynb")
+    return done
 
 
 def _execute_one(nb: Path, target: Path, params: dict, timeout: int, force: bool, experiments=None) -> Path:
@@ -148,16 +186,18 @@ def _execute_one(nb: Path, target: Path, params: dict, timeout: int, force: bool
             return target
     t0 = time.time()
     print(f"[{params['profile']}] {nb.name} ...", flush=True)
-    pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name="python3",
+    partial = target.with_name(f".{target.stem}.partial.ipynb")  # hidden from *.ipynb globs and the book
+    pm.execute_notebook(str(nb), str(partial), parameters=params, kernel_name="python3",
                         cwd=str(root()), progress_bar=False, execution_timeout=timeout)
     # the parameter cells are kept for the record, folded away in the rendered page
-    doc = nbformat.read(target, as_version=4)
+    doc = nbformat.read(partial, as_version=4)
     for cell in doc.cells:
         tags = cell.get("metadata", {}).get("tags", [])
         if "parameters" in tags or "injected-parameters" in tags:
             cell["metadata"]["tags"] = sorted(set(tags) | {"hide-cell"})
     doc.metadata["gaussdiff"] = {"execution_key": key, "profile": params["profile"],
                                  "seconds": round(time.time() - t0, 1)}
-    nbformat.write(doc, target)
+    nbformat.write(doc, partial)
+    os.replace(partial, target)  # only a complete notebook replaces the previous one
     print(f"[{params['profile']}] {nb.name} done in {time.time() - t0:.0f} s", flush=True)
     return target

@@ -120,7 +120,12 @@ def test_up_to_date_notebooks_are_not_re_executed(tmp_path, monkeypatch):
     done = nbformat.v4.new_notebook(metadata={"gaussdiff": {"execution_key": key}})
     nbformat.write(done, tmp_path / nb.name)
     calls = []
-    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: calls.append(a))
+
+    def fake_execute(source, target, **kwargs):
+        calls.append(source)
+        nbformat.write(nbformat.v4.new_notebook(), target)
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
     gd.profiles.execute("smoke", tmp_path, only=[nb.stem])
     assert calls == []                                          # up to date: skipped
     gd.profiles.execute("smoke", tmp_path, only=[nb.stem], force=True)   # forced: papermill is called
@@ -135,13 +140,98 @@ def test_parameter_overrides_reach_papermill(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="NOTEBOOK.PARAMETER=VALUE"):
         gd.profiles.parse_overrides(["sweep=halves"])
     calls = []
-    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: calls.append(k["parameters"]))
-    monkeypatch.setattr("nbformat.read", lambda *a, **k: __import__("nbformat").v4.new_notebook())
-    monkeypatch.setattr("nbformat.write", lambda *a, **k: None)
+
+    def fake_execute(source, target, **kwargs):
+        calls.append(kwargs["parameters"])
+        __import__("nbformat").write(__import__("nbformat").v4.new_notebook(), target)
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
     gd.profiles.execute("smoke", tmp_path, only=["dataset_size"], overrides={"dataset_size": {"n_show": 3}})
     assert calls[0]["n_show"] == 3 and calls[0]["profile"] == "smoke"
     with pytest.raises(ValueError, match="notebooks that do not exist"):
         gd.profiles.execute("smoke", tmp_path, overrides={"nope": {"a": 1}})
+
+
+# ------------------------------------------------------------------ fault injection: the executor
+def _no_papermill(monkeypatch):
+    import papermill
+
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("a notebook ran"))
+
+
+@pytest.mark.parametrize("only, names", [(["strong_generalisation"], "strong_generalisation"),
+                                         (["dataset_size", "nope.ipynb"], "nope")])
+def test_a_mistyped_notebook_name_fails_before_anything_runs(tmp_path, monkeypatch, only, names):
+    _no_papermill(monkeypatch)
+    with pytest.raises(ValueError, match=f"no notebook named \\['{names}'\\]; the notebooks are .*strong_generalization"):
+        gd.profiles.execute("smoke", tmp_path, only=only)
+
+
+def test_a_mistyped_parameter_fails_before_anything_runs(tmp_path, monkeypatch):
+    _no_papermill(monkeypatch)
+    with pytest.raises(ValueError, match="--set sets parameters that gaussian_shadow does not have: \\['n_sampels'\\]; "
+                                         "its parameters are .*'n_samples'"):
+        gd.profiles.execute("smoke", tmp_path, overrides={"gaussian_shadow": {"n_sampels": 8}})
+
+
+def test_name_with_ipynb_and_the_cli_exit_codes(tmp_path, monkeypatch, capsys):
+    import papermill
+
+    ran = []
+
+    def fake_execute(source, target, **kwargs):
+        ran.append(Path(source).stem)
+        __import__("nbformat").write(__import__("nbformat").v4.new_notebook(), target)
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    gd.profiles.execute("smoke", tmp_path, only=["scale.ipynb"])
+    assert ran == ["scale"]
+    from gaussdiff_lib.__main__ import main
+
+    assert main(["execute", "--profile", "smoke", "--out", str(tmp_path), "--only", "strong_generalisation"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no notebook named") and "\n" not in err and "Traceback" not in err
+
+
+def test_keep_going_runs_the_rest_and_names_the_failure(tmp_path, monkeypatch):
+    import papermill
+
+    ran = []
+
+    def fake_execute(source, target, **kwargs):
+        ran.append(Path(source).stem)
+        if Path(source).stem == "gaussian_shadow":
+            raise RuntimeError("cell 4 failed")
+        __import__("nbformat").write(__import__("nbformat").v4.new_notebook(), target)
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    three = ["dataset_size", "gaussian_shadow", "scale"]
+    with pytest.raises(RuntimeError, match="cell 4 failed"):
+        gd.profiles.execute("smoke", tmp_path, only=three)
+    assert ran == ["dataset_size", "gaussian_shadow"]           # stopped at the failure
+    ran.clear()
+    with pytest.raises(RuntimeError, match="1 of 3 notebooks failed: \\['gaussian_shadow'\\]"):
+        gd.profiles.execute("smoke", tmp_path, only=three, keep_going=True, force=True)
+    assert ran == three
+
+
+def test_an_interrupted_execution_keeps_the_previous_notebook(tmp_path, monkeypatch):
+    import nbformat
+    import papermill
+
+    good = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("the previous good run")])
+    nbformat.write(good, tmp_path / "scale.ipynb")
+
+    def killed(source, target, **kwargs):
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("half")]), target)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(papermill, "execute_notebook", killed)
+    with pytest.raises(KeyboardInterrupt):
+        gd.profiles.execute("smoke", tmp_path, only=["scale"], force=True)
+    assert nbformat.read(tmp_path / "scale.ipynb", as_version=4).cells[0].source == "the previous good run"
+    # the partial copy is a hidden file, which the shell's *.ipynb (nbval's argument) and the book leave out
+    assert sorted(p.name for p in tmp_path.glob("*.ipynb")) == [".scale.partial.ipynb", "scale.ipynb"]
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
