@@ -16,7 +16,10 @@ import hashlib
 import io
 import json
 import os
+import socket
+import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -144,14 +147,32 @@ def load_verified(path: str | os.PathLike, map_location="cpu", key: str | None =
 
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike):
-    """Exclusive advisory lock on ``path + '.lock'`` (POSIX), so two processes do not compute one entry twice."""
+    """Exclusive advisory lock on ``path + '.lock'`` (POSIX), so two processes do not compute one entry twice.
+
+    The holder writes who it is into the lock file; a process that has to wait says so on stderr, naming the
+    holder, instead of blocking silently (a stopped holder would otherwise look like a hang)."""
     lock = Path(f"{path}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            print(f"waiting for {lock}: held by {holder}, which is computing this entry; this process continues "
+                  "when that one finishes (a lock held by a killed process is released with it; a stopped one "
+                  "must be resumed or killed)", file=sys.stderr, flush=True)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        f.flush()
         try:
             yield
         finally:
+            f.seek(0)
+            f.truncate()
+            f.flush()
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 

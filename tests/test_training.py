@@ -420,3 +420,31 @@ def test_ema_rampup_forgets_the_initial_weights():
         assert kept < 1e-6
     assert math.prod(training.ema_beta(i * 64, 64, rampup=None) for i in range(1, 51)) > 0.99
     assert training.ema_beta(640, 64, halflife=0) == 0.0
+
+
+_HOLD = """
+import sys, time
+from gaussdiff_lib import cache
+with cache.file_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(2)
+"""
+
+
+def test_a_process_waiting_for_a_lock_says_who_holds_it(tmp_path, capfd):
+    import subprocess
+    import sys
+    import time
+
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(tmp_path / "entry")], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(gd.__file__).parent.parent)})
+    assert holder.stdout.readline().strip() == "held"
+    t0 = time.time()
+    with gcache.file_lock(tmp_path / "entry"):
+        waited = time.time() - t0
+    holder.wait(timeout=30)
+    err = capfd.readouterr().err
+    assert waited > 0.5 and f"held by pid {holder.pid} on " in err and "waiting for" in err
+    with gcache.file_lock(tmp_path / "entry"):   # free now: no message
+        pass
+    assert "waiting for" not in capfd.readouterr().err
