@@ -130,6 +130,11 @@ def _reconstructor(cls, base, state):
     return obj
 
 
+# torch's dtypes by name, read from the module's own namespace: looking a name up with getattr(torch, name) would
+# import whatever submodule the pickle names (``torch._inductor`` pulls in hundreds of modules) before refusing it
+_DTYPES = {name: value for name, value in vars(torch).items() if isinstance(value, torch.dtype)}
+
+
 class _EDMUnpickler(pickle.Unpickler):
     ALLOWED = _ArrayUnpickler.ALLOWED
     """Resolves only tensor rebuilders, containers, dtypes and persistence records; refuses the rest."""
@@ -147,8 +152,8 @@ class _EDMUnpickler(pickle.Unpickler):
             return collections.OrderedDict
         if (module, name) in (("builtins", "set"), ("builtins", "frozenset")):
             return set if name == "set" else frozenset
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
+        if module == "torch" and name in _DTYPES:
+            return _DTYPES[name]
         if (module, name) == ("dnnlib.util", "EasyDict"):
             return _AttrDict
         if (module, name) == ("copyreg", "_reconstructor"):

@@ -279,3 +279,27 @@ def test_songunet_trains_through_the_engine(tmp_path):
         SongUNet(16, 3, 3, encoder_type="fancy")
     with pytest.raises(ValueError, match="divisible"):
         SongUNet(20, 3, 3, channel_mult=(1, 2, 2, 2))
+
+
+_INDUCTOR = """
+import sys
+from gaussdiff_lib import checkpoints
+before = {m for m in sys.modules if m.startswith("torch._inductor")}
+try:
+    checkpoints.read_pickle(sys.argv[1])
+except checkpoints.UnsafePickleError as exc:
+    print("refused", "torch._inductor" in str(exc))
+print(len({m for m in sys.modules if m.startswith("torch._inductor")} - before))
+"""
+
+
+def test_a_pickle_naming_a_torch_submodule_is_refused_without_importing_it(tmp_path):
+    import subprocess
+
+    path = tmp_path / "inductor.pkl"
+    path.write_bytes(b"ctorch\n_inductor\n.")       # GLOBAL torch._inductor, as a dtype lookup would see it
+    out = subprocess.run([sys.executable, "-c", _INDUCTOR, str(path)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(__import__("pathlib").Path(checkpoints.__file__).parent.parent)})
+    assert out.stdout.split() == ["refused", "True", "0"], out.stdout + out.stderr
+    torch_dtype = b"ctorch\nfloat16\n."               # real dtypes still resolve
+    assert checkpoints.read_pickle(__import__("io").BytesIO(torch_dtype)) is torch.float16
