@@ -94,3 +94,18 @@ def as_levels(sigmas) -> list[float]:
         raise ValueError(f"sigmas must be a non-empty list of finite values > 0, got {s.tolist()}; "
                          "drop the trailing 0 of a sampling schedule (edm_sigmas(10)[:-1])")
     return s.tolist()
+
+
+def as_device(device) -> torch.device:
+    """``device`` as a torch.device, refusing a CUDA device on a machine without one (torch would fail later with
+    an assertion deep inside)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {device!r} is not a device torch knows ({exc}); "
+                         "use 'cpu', 'cuda' or 'cuda:1'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asks for a CUDA GPU, but this machine has none (torch {torch.__version__}"
+                         f"{', built without CUDA' if torch.version.cuda is None else ''}); use device='cpu' or leave "
+                         "device out")
+    return dev

@@ -29,7 +29,7 @@ import torch
 
 from . import __version__
 
-__all__ = ["cache_root", "digest", "save_atomic", "load_verified", "write_text_atomic", "cached", "CorruptFileError"]
+__all__ = ["cache_root", "make_dirs", "digest", "save_atomic", "load_verified", "write_text_atomic", "cached", "CorruptFileError"]
 
 
 class CorruptFileError(RuntimeError):
@@ -40,6 +40,18 @@ def cache_root() -> Path:
     """Folder of cached artifacts: ``$GAUSSDIFF_CACHE`` if set, else ``~/.cache/gaussdiff``."""
     root = os.environ.get("GAUSSDIFF_CACHE")
     return Path(root).expanduser() if root else Path.home() / ".cache" / "gaussdiff"
+
+
+def make_dirs(folder: str | os.PathLike) -> Path:
+    """``mkdir -p`` with an error that says what to do: a folder that cannot be created (read-only, a file in
+    the way, ``$GAUSSDIFF_CACHE`` pointing somewhere unusable) names the cache root and how to move it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot create the folder {folder} ({exc.strerror}); gaussdiff keeps its cache "
+                                 f"under {cache_root()}: set $GAUSSDIFF_CACHE to a writable folder") from None
+    return folder
 
 
 def _feed(h, obj: Any) -> None:
@@ -86,7 +98,7 @@ def _header(payload: bytes, key: str | None) -> bytes:
 
 
 def _write_atomic(path: Path, chunks) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -152,7 +164,7 @@ def file_lock(path: str | os.PathLike):
     The holder writes who it is into the lock file; a process that has to wait says so on stderr, naming the
     holder, instead of blocking silently (a stopped holder would otherwise look like a hang)."""
     lock = Path(f"{path}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(lock.parent)
     with open(lock, "a+") as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

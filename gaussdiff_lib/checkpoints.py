@@ -276,8 +276,15 @@ def load_edm(path_or_url: str | os.PathLike, device=None, key: str = "ema",
     """
     src = str(path_or_url)
     path = _fetch(src, download) if src.startswith(("http://", "https://")) else Path(src).expanduser()
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix in (".pkl", ".pt"))
+        raise ValueError(f"{path} is a folder; pass one checkpoint file in it ({inside or 'it holds no .pkl or .pt'})")
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; EDM's checkpoints are listed at {EDM_URL}")
+    if device is not None:
+        from ._checks import as_device
+
+        device = as_device(device)
     with open(path, "rb") as f:
         zip_magic = f.read(4) == b"PK\x03\x04"
     if zip_magic:  # a torch.save file: ours from export_state_dict

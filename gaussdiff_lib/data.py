@@ -157,12 +157,20 @@ def _md5(path: Path) -> str:
 
 def download_file(url: str, dest: Path, md5: str | None, timeout: float = 20.0) -> Path:
     """Fetch url to dest with a progress bar, verify its MD5 (when given), and move it into place atomically."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    from .cache import make_dirs
+
+    make_dirs(dest.parent)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, os.fdopen(fd, "wb") as f:
-            total = int(r.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
+        with os.fdopen(fd, "wb") as f:  # opened first, so the descriptor is closed whatever urlopen does
+            try:
+                r = urllib.request.urlopen(url, timeout=timeout)
+            except (urllib.error.URLError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise ConnectionError(f"could not download {url} ({reason}); check the network connection, or "
+                                      f"fetch the file yourself and put it at {dest}") from None
+            with r, tqdm(total=int(r.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
+                         desc=dest.name) as bar:
                 for block in iter(lambda: r.read(1 << 16), b""):
                     f.write(block)
                     bar.update(len(block))

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from . import profiles as _profiles
 from . import stats as _stats
-from ._checks import as_levels, positive_int, show_progress
+from ._checks import as_device, as_levels, positive_int, show_progress
 from .convergence import INTERMEDIATE, Criterion, criterion_from
 from .networks import ARCHS
 
@@ -363,7 +363,7 @@ def model(r: Run | str, profile: str | None = None, snapshot: int | None = None,
                          "add the step to its 'snapshots' in the profile")
     if snapshot is not None and int(snapshot) == r.steps:
         snapshot = None
-    device = torch.device(device) if device is not None else default_device()
+    device = as_device(device) if device is not None else default_device()
     if r.checkpoint:
         return _published(r, device)
     if X is not None and X.shape[0] != r.n:

@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import cache as _cache
-from ._checks import as_levels, image_shape_matches, positive_int, show_progress
+from ._checks import as_device, as_levels, image_shape_matches, positive_int, show_progress
 from .denoisers import (VE_SIGMA_MAX, VE_SIGMA_MIN, VP_EPSILON_T, EDMDenoiser, _flat_data, check_precond,
                          vp_sigma)
 from .networks import UNet, build
@@ -228,7 +228,7 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
         raise ValueError(f"snapshot_steps must lie in [1, steps={steps}], got {snapshot_steps}")
     if until is not None and not 1 <= int(until) <= steps:
         raise ValueError(f"until must lie in [1, steps={steps}], got {until}")
-    device = torch.device(device) if device is not None else default_device()
+    device = as_device(device) if device is not None else default_device()
     rank, world = distributed("nccl" if device.type == "cuda" else "gloo")
     if batch_size % world:
         raise ValueError(f"batch_size {batch_size} does not split evenly over {world} processes; "
@@ -251,7 +251,7 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
     if run_dir is None:
         return _run(*args)
     if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        _cache.make_dirs(run_dir)
     # a second job asking for this run waits, then loads it; the other ranks of this job follow rank 0
     with _cache.file_lock(run_dir / "train") if rank == 0 else contextlib.nullcontext():
         return _run(*args)

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import gaussdiff_lib as gd
 from gaussdiff_lib import checkpoints, networks
 from gaussdiff_lib.denoisers import EDMDenoiser
 from gaussdiff_lib.edm_networks import Conv2d, SongUNet, build_songunet
@@ -303,3 +304,37 @@ def test_a_pickle_naming_a_torch_submodule_is_refused_without_importing_it(tmp_p
     assert out.stdout.split() == ["refused", "True", "0"], out.stdout + out.stderr
     torch_dtype = b"ctorch\nfloat16\n."               # real dtypes still resolve
     assert checkpoints.read_pickle(__import__("io").BytesIO(torch_dtype)) is torch.float16
+
+
+def test_offline_url_folder_and_missing_gpu_are_clear(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setenv("GAUSSDIFF_CACHE", str(tmp_path / "cache"))
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(ConnectionError, match="could not download https://example.invalid/edm/x.pkl .*name resolution"
+                                              ".*fetch the file yourself"):
+        checkpoints.load_edm("https://example.invalid/edm/x.pkl", download=True)
+    assert len(os.listdir("/proc/self/fd")) == fds                      # the temporary file's descriptor is closed
+    assert not list((tmp_path / "cache").rglob("*.part"))
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "edm.pkl").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"nets is a folder; pass one checkpoint file in it \(\['edm.pkl'\]\)"):
+        checkpoints.load_edm(tmp_path / "nets")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="asks for a CUDA GPU, but this machine has none"):
+        gd.training.train(gd.networks.UNet(1, 8, 8, (1, 2), seed=0), torch.zeros(4, 1, 8, 8), steps=1, device="cuda",
+                          progress=False)
+
+
+def test_an_unusable_cache_root_names_the_variable(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("GAUSSDIFF_CACHE", str(tmp_path / "file" / "cache"))
+    from gaussdiff_lib import cache
+
+    with pytest.raises(OSError, match="cannot create the folder .*set \\$GAUSSDIFF_CACHE to a writable folder"):
+        cache.cached("thing", {"a": 1}, lambda: {"x": torch.zeros(1)})
