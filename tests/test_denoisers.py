@@ -1,5 +1,6 @@
 """Oracle tests of the denoisers: closed forms computed independently, brute force, limits, errors."""
 import math
+import warnings
 
 import pytest
 import torch
@@ -263,3 +264,18 @@ def test_network_denoisers_convert_to_other_precisions(arch, dtype, atol):
     out = EDMDenoiser(net).to(dtype)(x, 1.5)
     assert out.dtype == torch.float64 and torch.isfinite(out).all()
     torch.testing.assert_close(out, ref, rtol=0, atol=atol)
+
+
+def test_pixel_values_and_unit_range_data_are_caught():
+    X = gd.data.load("digits", n=20, seed=0)
+    pixels = ((X + 1) * 127.5).round()
+    for fit in (GaussianDenoiser.from_data, EmpiricalDenoiser,
+                lambda d: gd.training.train(gd.networks.UNet(1, 8, 8, (1, 2), seed=0), d, steps=1, progress=False)):
+        with pytest.raises(ValueError, match=r"holds pixel values 0 \.\.\. 255; gaussdiff expects images scaled to "
+                                             r"\[-1, 1\].*X / 127.5 - 1"):
+            fit(pixels)
+        with pytest.warns(UserWarning, match=r"lies in \[0, 1\].*x \* 2 - 1"):
+            fit((X + 1) / 2)
+    with warnings.catch_warnings():  # the book's own scaling passes in silence
+        warnings.simplefilter("error")
+        GaussianDenoiser.from_data(X)
