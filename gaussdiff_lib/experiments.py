@@ -374,8 +374,20 @@ def model(r: Run | str, profile: str | None = None, snapshot: int | None = None,
     den = train(net, X, steps=r.steps, batch_size=r.batch_size, lr=r.lr, ema=r.ema, seed=r.seed,
                 snapshot_steps=r.kept_steps, fixed_sigma=r.fixed_sigma, precond=r.precond, device=device, progress=progress, cache=True)
     if snapshot is not None:
+        from .cache import CorruptFileError
+
         stats = den.stats
-        den = load_run(den.run_dir, snapshot=int(snapshot), device=device)
+        try:
+            den = load_run(den.run_dir, snapshot=int(snapshot), device=device)
+        except CorruptFileError as exc:  # removed, then rebuilt by training to that step again
+            import warnings
+
+            warnings.warn(f"{exc}; rebuilding it", RuntimeWarning, stacklevel=2)
+            (den.run_dir / f"snapshot-{int(snapshot):08d}.pt").unlink()
+            train(_network(r, X), X, steps=r.steps, batch_size=r.batch_size, lr=r.lr, ema=r.ema, seed=r.seed,
+                  snapshot_steps=r.kept_steps, fixed_sigma=r.fixed_sigma, precond=r.precond, device=device,
+                  progress=progress, cache=True)  # a fresh network: the run's key is that of its initial weights
+            den = load_run(den.run_dir, snapshot=int(snapshot), device=device)
         den.stats = [s for s in stats if s["step"] <= int(snapshot)]
     den.run = r
     den.step = r.steps if snapshot is None else int(snapshot)

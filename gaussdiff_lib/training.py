@@ -352,6 +352,9 @@ def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_
         if kind == "error":
             raise ValueError(state)
         if kind == "final":
+            missing = [t for t in sorted(snapshot_steps) if not (run_dir / f"snapshot-{t:08d}.pt").exists()]
+            if missing and world == 1:
+                _rebuild_snapshots(copy.deepcopy(net), X, run_dir, key, options, device, missing, log_every)
             ema_net.load_state_dict(state["ema"])
             net.load_state_dict(state["net"])
             return _wrap(ema_net, sigma_data, run_dir, precond)
@@ -447,6 +450,28 @@ def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_
     den = _wrap(ema_net, sigma_data, None, precond)
     den.run_dir, den.stats = run_dir, stats
     return den
+
+
+def _rebuild_snapshots(init_net, X, run_dir: Path, key: str, options: dict, device, missing: list[int],
+                       log_every: int) -> None:
+    """Snapshots of a finished run that are missing (deleted, or removed as corrupt): retrain from the start to the
+    last of them in a scratch folder, keeping only those snapshots, and move them into the run. Training is
+    deterministic per (seed, step), so they are the snapshots the run wrote the first time."""
+    warnings.warn(f"{run_dir}: snapshots at steps {missing} are missing; rebuilding them by training steps 1 ... "
+                  f"{max(missing)} again (the run's final weights are kept)", RuntimeWarning, stacklevel=4)
+    scratch = run_dir / ".rebuild"
+    if scratch.exists():
+        import shutil
+
+        shutil.rmtree(scratch)
+    _cache.make_dirs(scratch)
+    _run(init_net, X, scratch, key, {**options, "snapshot_steps": missing}, device, False, 10 ** 12, log_every,
+         max(missing), (0, 1))
+    for t in missing:
+        os.replace(scratch / f"snapshot-{t:08d}.pt", run_dir / f"snapshot-{t:08d}.pt")
+    import shutil
+
+    shutil.rmtree(scratch)
 
 
 def _barrier(world: int):

@@ -448,3 +448,33 @@ def test_a_process_waiting_for_a_lock_says_who_holds_it(tmp_path, capfd):
     with gcache.file_lock(tmp_path / "entry"):   # free now: no message
         pass
     assert "waiting for" not in capfd.readouterr().err
+
+
+def test_a_deleted_or_corrupt_snapshot_is_rebuilt(tmp_path):
+    """The old error said 'delete it and recompute', and after deleting it loading failed for good. A missing
+    snapshot is now rebuilt by training to its step again, bit for bit the weights it held."""
+    opts = {**OPTS, "snapshot_steps": [5, 9]}
+    training.train(_net(), _X(), run_dir=tmp_path, **opts)
+    original = {t: _weights(training.load_run(tmp_path, snapshot=t)) for t in (5, 9)}
+    (tmp_path / "snapshot-00000005.pt").unlink()
+    with pytest.raises(FileNotFoundError):
+        training.load_run(tmp_path, snapshot=5)
+    with pytest.warns(RuntimeWarning, match=r"snapshots at steps \[5\] are missing; rebuilding"):
+        training.train(_net(), _X(), run_dir=tmp_path, **opts)
+    _assert_same(_weights(training.load_run(tmp_path, snapshot=5)), original[5])
+    _assert_same(_weights(training.load_run(tmp_path, snapshot=9)), original[9])
+    assert not (tmp_path / ".rebuild").exists()
+
+
+def test_a_corrupt_snapshot_of_a_profile_run_is_rebuilt(tmp_path, monkeypatch):
+    from gaussdiff_lib import experiments
+
+    monkeypatch.setenv("GAUSSDIFF_CACHE", str(tmp_path))
+    r = experiments._make("s", "x", {"n": 16, "dataset": "digits", "resolution": 8, "channels": 8, "steps": 12,
+                                     "batch_size": 8, "snapshots": [6]})
+    first = experiments.model(r, snapshot=6, device="cpu", progress=False)
+    snap = first.run_dir / "snapshot-00000006.pt"
+    snap.write_bytes(snap.read_bytes()[:-50])
+    with pytest.warns(RuntimeWarning, match="rebuilding"):
+        again = experiments.model(r, snapshot=6, device="cpu", progress=False)
+    _assert_same(_weights(again), _weights(first))
