@@ -504,6 +504,9 @@ def load_path(path: str | os.PathLike, resolution: int | None = None, n: int | N
         raise FileNotFoundError(f"{path} does not exist")
     src = _source(path, split)
     try:
+        if len(src) == 0:
+            raise ValueError(f"{path} holds no images (split {split!r}); check the path, or the layout: an EDM "
+                             "dataset-tool zip, a folder of images, .npz/.npy, IDX or CIFAR-10's python archive")
         idx = subset(len(src), n, seed, offset).tolist()
         out, shape = None, None
         bar = tqdm(total=len(idx), desc=path.name, unit="img", leave=False,

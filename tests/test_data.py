@@ -317,3 +317,13 @@ def test_resized_chunks_and_memory_mapped_npy(tmp_path, monkeypatch):
 def test_missing_paper_data_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="ffhq-64x64.zip does not exist.*Reproducing the paper"):
         gd.data.load_any(str(tmp_path / "ffhq-64x64.zip"))
+
+
+def test_a_file_or_folder_with_no_images_is_an_error_not_none(tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "empty.npy", np.zeros((0, 8, 8), dtype=np.uint8))
+    (tmp_path / "folder").mkdir()
+    for path in (tmp_path / "empty.npy", tmp_path / "folder"):
+        with pytest.raises(ValueError, match="holds no images"):
+            gd.data.load_path(path)
