@@ -370,9 +370,12 @@ def model(r: Run | str, profile: str | None = None, snapshot: int | None = None,
         raise ValueError(f"X holds {X.shape[0]} images but run {r.name!r} trains on n = {r.n}; pass the run's own "
                          "training set (gd.experiments.training_set) or leave X out")
     X = training_set(r) if X is None else X
-    net = _network(r, X)
-    den = train(net, X, steps=r.steps, batch_size=r.batch_size, lr=r.lr, ema=r.ema, seed=r.seed,
-                snapshot_steps=r.kept_steps, fixed_sigma=r.fixed_sigma, precond=r.precond, device=device, progress=progress, cache=True)
+    def train_or_load():  # a fresh network each time: the run's key is that of its initial weights
+        return train(_network(r, X), X, steps=r.steps, batch_size=r.batch_size, lr=r.lr, ema=r.ema, seed=r.seed,
+                     snapshot_steps=r.kept_steps, fixed_sigma=r.fixed_sigma, precond=r.precond, device=device,
+                     progress=progress, cache=True)
+
+    den = train_or_load()
     if snapshot is not None:
         from .cache import CorruptFileError
 
@@ -384,9 +387,7 @@ def model(r: Run | str, profile: str | None = None, snapshot: int | None = None,
 
             warnings.warn(f"{exc}; rebuilding it", RuntimeWarning, stacklevel=2)
             (den.run_dir / f"snapshot-{int(snapshot):08d}.pt").unlink()
-            train(_network(r, X), X, steps=r.steps, batch_size=r.batch_size, lr=r.lr, ema=r.ema, seed=r.seed,
-                  snapshot_steps=r.kept_steps, fixed_sigma=r.fixed_sigma, precond=r.precond, device=device,
-                  progress=progress, cache=True)  # a fresh network: the run's key is that of its initial weights
+            train_or_load()
             den = load_run(den.run_dir, snapshot=int(snapshot), device=device)
         den.stats = [s for s in stats if s["step"] <= int(snapshot)]
     den.run = r
@@ -526,17 +527,6 @@ def gaussian(r: Run | str, profile: str | None = None, device=None, X: torch.Ten
 
 
 # ------------------------------------------------------------------------------- convergence
-def _write_json(path, obj) -> None:
-    import json
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
 def certificate(r: Run | str, profile: str | None = None, device=None, progress: bool | None = None) -> dict:
     """Whether a run converged by its profile's criterion (:mod:`gaussdiff_lib.convergence`), with the evidence.
 
@@ -576,7 +566,7 @@ def certificate(r: Run | str, profile: str | None = None, device=None, progress:
             points.append({"step": step, "epoch": r.epoch(step),
                            **measure(D, G, held, fixed_sigma=r.fixed_sigma, seed=crit.seed)})
     result = {"points": points, **assess(points, crit, r.steps)}
-    _write_json(path, result)
+    _cache.write_text_atomic(path, json.dumps(result, indent=1))
     return {**base, **result}
 
 

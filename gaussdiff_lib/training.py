@@ -22,6 +22,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -460,17 +461,12 @@ def _rebuild_snapshots(init_net, X, run_dir: Path, key: str, options: dict, devi
     warnings.warn(f"{run_dir}: snapshots at steps {missing} are missing; rebuilding them by training steps 1 ... "
                   f"{max(missing)} again (the run's final weights are kept)", RuntimeWarning, stacklevel=4)
     scratch = run_dir / ".rebuild"
-    if scratch.exists():
-        import shutil
-
-        shutil.rmtree(scratch)
+    shutil.rmtree(scratch, ignore_errors=True)  # what an interrupted rebuild left
     _cache.make_dirs(scratch)
     _run(init_net, X, scratch, key, {**options, "snapshot_steps": missing}, device, False, 10 ** 12, log_every,
          max(missing), (0, 1))
     for t in missing:
         os.replace(scratch / f"snapshot-{t:08d}.pt", run_dir / f"snapshot-{t:08d}.pt")
-    import shutil
-
     shutil.rmtree(scratch)
 
 
