@@ -10,12 +10,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -43,10 +45,21 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
+#: Limits against decompression bombs (a few hundred KB of compressed file that expands to gigabytes). The paper's
+#: images are at most 64 x 64; raise these module attributes for larger data. Pixels per decoded image:
+MAX_IMAGE_PIXELS = 4096 * 4096
+#: bytes of one member of a zip or tar archive once decompressed (an image file, a CIFAR-10 batch):
+MAX_MEMBER_BYTES = 256 * 2 ** 20
+#: bytes of the array an IDX file holds once decompressed (Fashion-MNIST's training images: 47 MB):
+MAX_IDX_BYTES = 2 ** 30
+
 
 def data_cache() -> Path:
-    """Per-user download folder: ``~/.cache/gaussdiff/data``."""
-    return Path.home() / ".cache" / "gaussdiff" / "data"
+    """Download folder for data sets: ``data`` under :func:`gaussdiff_lib.cache.cache_root` (``$GAUSSDIFF_CACHE``,
+    else ``~/.cache/gaussdiff``)."""
+    from .cache import cache_root
+
+    return cache_root() / "data"
 
 
 def _env_dirs(sub: str) -> list[Path]:
@@ -56,16 +69,45 @@ def _env_dirs(sub: str) -> list[Path]:
 
 # ----------------------------------------------------------------------------------------- conversion
 
-def to_images(array: np.ndarray, layout: str = "auto") -> torch.Tensor:
-    """uint8 (0..255) or float ([-1, 1]) array in NHWC, NCHW or NHW layout -> float32 [N, C, H, W] in [-1, 1]."""
+def _layout(shape: tuple) -> str:
+    """NCHW or NHWC for a 4-d image array, from where its channel axis (1 = grey, 3 = RGB) can be."""
+    first, last = shape[1] in (1, 3), shape[-1] in (1, 3)
+    if first and not last:
+        return "NCHW"
+    if last and not first:
+        return "NHWC"
+    if first and last:                  # e.g. [N, 3, 32, 3]: the square image plane decides
+        if shape[2] == shape[3] and shape[1] != shape[2]:
+            return "NCHW"
+        if shape[1] == shape[2] and shape[2] != shape[3]:
+            return "NHWC"
+    extra = [c for c in (shape[1], shape[-1]) if c in (2, 4)]
+    hint = (f"; {extra[0]} channels look like an alpha channel: keep the colour channels, e.g. a[..., :{extra[0] - 1}]"
+            " for channels last") if extra else ""
+    raise ValueError(f"cannot tell the channel axis of images shaped {shape}: gaussdiff reads grey (1 channel) or RGB "
+                     f"(3 channels) images, channels first or last{hint}; or pass layout='NCHW' / 'NHWC'")
+
+
+def to_images(array: np.ndarray, layout: str = "auto", value_range: tuple[float, float] | None = None
+              ) -> torch.Tensor:
+    """uint8 (0..255) or float array in NHWC, NCHW or NHW layout -> float32 [N, C, H, W] in [-1, 1].
+
+    ``layout='auto'`` finds the channel axis (1 or 3 channels, first or last) and refuses shapes where it cannot.
+    uint8 arrays are pixel values (``value_range`` does not apply). Float arrays must say their scale when it is ambiguous: ``value_range=(0, 1)`` rescales [0, 1] data to
+    [-1, 1]; ``value_range=(-1, 1)`` (or None for data that has negative values) keeps it. Float data lying
+    entirely in [0, 1] without a ``value_range`` is refused, since reading it as [-1, 1] would silently shift
+    every image to the bright half.
+    """
     a = np.asarray(array)
     if a.ndim == 3:
         a = a[:, None]
         layout = "NCHW"
     if a.ndim != 4:
         raise ValueError(f"image arrays must be [N, H, W], [N, H, W, C] or [N, C, H, W], got shape {a.shape}")
+    if layout not in ("auto", "NCHW", "NHWC"):
+        raise ValueError(f"layout must be 'auto', 'NCHW' or 'NHWC', got {layout!r}")
     if layout == "auto":
-        layout = "NHWC" if a.shape[-1] in (1, 3, 4) and a.shape[1] not in (1, 3, 4) else "NCHW"
+        layout = _layout(a.shape)
     if layout == "NHWC":
         a = a.transpose(0, 3, 1, 2)
     if a.shape[0] == 0:
@@ -77,10 +119,25 @@ def to_images(array: np.ndarray, layout: str = "auto") -> torch.Tensor:
     if np.issubdtype(a.dtype, np.floating):
         if not np.isfinite(a).all():
             raise ValueError("the image array contains NaN or infinite values")
-        if a.min() < -1.0 - 1e-6 or a.max() > 1.0 + 1e-6:
-            raise ValueError(f"float image arrays must already be scaled to [-1, 1], got range "
-                             f"[{a.min():g}, {a.max():g}]; store uint8 pixels (0..255) or rescale with x / 127.5 - 1")
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        lo_v, hi_v = float(a.min()), float(a.max())
+        if value_range is None:
+            if lo_v >= 0 and hi_v <= 1:
+                raise ValueError(f"float images lying in [0, 1] ({lo_v:g} ... {hi_v:g}) are ambiguous: pass "
+                                 "value_range=(0, 1) to rescale them to [-1, 1], or value_range=(-1, 1) if they "
+                                 "already are on gaussdiff's scale")
+            value_range = (-1.0, 1.0)
+        lo, hi = (float(v) for v in value_range)
+        if not lo < hi:
+            raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
+        tol = 1e-6 * (hi - lo)
+        if lo_v < lo - tol or hi_v > hi + tol:
+            scale = "already be scaled to [-1, 1]" if (lo, hi) == (-1.0, 1.0) else f"lie in {value_range}"
+            raise ValueError(f"float image arrays must {scale}, got range [{lo_v:g}, {hi_v:g}]; store uint8 pixels "
+                             "(0..255), rescale with x / 127.5 - 1, or pass value_range=(low, high)")
+        out = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        if (lo, hi) != (-1.0, 1.0):
+            out = out.sub_(lo).mul_(2.0 / (hi - lo)).sub_(1.0).clamp_(-1.0, 1.0)
+        return out
     raise ValueError(f"image arrays must be uint8 (0..255) or float in [-1, 1], got dtype {a.dtype}")
 
 
@@ -118,31 +175,40 @@ _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (the MNIST/Fashion-MNIST format), gzipped or not, checking its length."""
+    """Read an IDX file (the MNIST/Fashion-MNIST format), gzipped or not, checking its length.
+
+    The header is read first and the body only up to the size it announces (at most ``MAX_IDX_BYTES``), so a
+    small gzip file that inflates to gigabytes is refused before it is decompressed."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES:
+                raise ValueError(f"{path} is not an IDX file (bad magic number {head.hex()})")
+            ndim = head[3]
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise ValueError(f"truncated IDX file {path}: the header is cut short; delete it and fetch it again")
+            dims = [int.from_bytes(raw_dims[4 * i: 4 * i + 4], "big") for i in range(ndim)]
+            dtype = np.dtype(_IDX_TYPES[head[2]])
+            expected = math.prod(dims) * dtype.itemsize
+            if expected > MAX_IDX_BYTES:
+                raise ValueError(f"{path} announces an array of shape {tuple(dims)} ({expected / 2 ** 20:.0f} MiB), "
+                                 f"above gd.data.MAX_IDX_BYTES = {MAX_IDX_BYTES / 2 ** 20:.0f} MiB; if the file is "
+                                 "genuine, raise that limit")
+            body = f.read(expected + 1)       # one byte more tells a file that is too long
     except (EOFError, gzip.BadGzipFile, OSError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
         raise ValueError(f"{path} is not a readable IDX file ({exc}); the download may be truncated: "
                          "delete it and fetch it again") from exc
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"truncated IDX file {path}: the header is cut short; delete it and fetch it again")
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    dtype = np.dtype(_IDX_TYPES[raw[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(raw) - header != expected:
+    if len(body) != expected:
+        got = f"{len(body)} bytes follow" if len(body) < expected else "more bytes follow"
         raise ValueError(
             f"truncated IDX file {path}: the header announces shape {tuple(dims)} ({expected} bytes) but "
-            f"{len(raw) - header} bytes follow; delete it and fetch it again")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+            f"{got}; delete it and fetch it again")
+    return np.frombuffer(body, dtype=dtype).reshape(dims)
 
 
 # ------------------------------------------------------------------------------------------ download
@@ -313,6 +379,7 @@ def read_cifar10(path: str | os.PathLike, split: str = "train"):
             f = folder / name
             if not f.is_file():
                 raise FileNotFoundError(f"CIFAR-10 batch {name} missing in {folder}")
+            _member_size_ok(f.stat().st_size, str(f))
             parts.append(_cifar_batch(f.read_bytes(), str(f)))
     else:
         with tarfile.open(path, "r:*") as tar:
@@ -320,6 +387,7 @@ def read_cifar10(path: str | os.PathLike, split: str = "train"):
             for name in names:
                 if name not in members:
                     raise ValueError(f"{path} holds no CIFAR-10 batch {name}; is it the python version of CIFAR-10?")
+                _member_size_ok(members[name].size, f"{path}:{name}")
                 parts.append(_cifar_batch(tar.extractfile(members[name]).read(), f"{path}:{name}"))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
@@ -385,11 +453,28 @@ def _decode(data: bytes, what: str) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("L") if im.mode in ("1", "L", "I;16", "I", "F", "LA") else im.convert("RGB")
-            return np.asarray(im)
+        with warnings.catch_warnings():            # PIL's own bomb warning: the size is checked here instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))      # reads the header only
     except Exception as exc:
         raise ValueError(f"cannot decode image {what}: {exc}") from exc
+    with im:
+        if im.width * im.height > MAX_IMAGE_PIXELS:
+            raise ValueError(f"image {what} is {im.width} x {im.height} pixels, above gd.data.MAX_IMAGE_PIXELS = "
+                             f"{MAX_IMAGE_PIXELS}; it is not decoded (a decompression bomb, or images far larger "
+                             "than the paper's: resize them first, or raise that limit)")
+        try:
+            im = im.convert("L") if im.mode in ("1", "L", "I;16", "I", "F", "LA") else im.convert("RGB")
+            return np.asarray(im)
+        except Exception as exc:
+            raise ValueError(f"cannot decode image {what}: {exc}") from exc
+
+
+def _member_size_ok(size: int, what: str) -> None:
+    if size > MAX_MEMBER_BYTES:
+        raise ValueError(f"{what} inflates to {size / 2 ** 20:.0f} MiB, above gd.data.MAX_MEMBER_BYTES = "
+                         f"{MAX_MEMBER_BYTES / 2 ** 20:.0f} MiB; it is not read (a decompression bomb, or a member far "
+                         "larger than one image; raise that limit if the archive is genuine)")
 
 
 def _stack(images: list[np.ndarray], source: str) -> np.ndarray:
@@ -425,9 +510,21 @@ class _Files:
 
     def read(self, indices) -> np.ndarray:
         if self.zip is not None:
-            return _stack([_decode(self.zip.read(self.names[i]), f"{self.path}:{self.names[i]}") for i in indices],
+            return _stack([_decode(self._member(self.names[i]), f"{self.path}:{self.names[i]}") for i in indices],
                           str(self.path))
         return _stack([_decode(Path(self.names[i]).read_bytes(), self.names[i]) for i in indices], str(self.path))
+
+    def _member(self, name: str) -> bytes:
+        what = f"{self.path}:{name}"
+        size = self.zip.getinfo(name).file_size
+        _member_size_ok(size, what)
+        # read with a length, so that inflating stops at the size the directory states: a member that holds more
+        # than it claims is cut there (and then fails its CRC) instead of inflating in full first
+        try:
+            with self.zip.open(name) as f:
+                return f.read(size + 1)
+        except (zipfile.BadZipFile, EOFError) as exc:
+            raise ValueError(f"{what} is damaged ({exc})") from exc
 
     def close(self):
         if self.zip is not None:
@@ -488,12 +585,15 @@ def count_images(path: str | os.PathLike, split: str = "train") -> int:
 
 
 def load_path(path: str | os.PathLike, resolution: int | None = None, n: int | None = None, seed: int = 0,
-              split: str = "train", offset: int = 0) -> torch.Tensor:
+              split: str = "train", offset: int = 0, value_range: tuple[float, float] | None = None
+              ) -> torch.Tensor:
     """Read images from a file or folder as float32 [N, C, H, W] in [-1, 1].
 
     Layouts: EDM dataset-tool ``.zip`` (PNG files, ``dataset.json`` ignored), a folder of images
     (searched recursively, sorted by path), ``.npz``/``.npy`` (uint8 0..255 or float in [-1, 1],
     NHWC/NCHW/NHW), an IDX file, and the CIFAR-10 python ``.tar.gz`` or folder (``split`` picks train/test).
+    Float arrays lying entirely in [0, 1] need ``value_range=(0, 1)`` (rescaled) or ``(-1, 1)`` (kept); see
+    :func:`to_images`.
 
     Only the images of the subset (``n``, ``seed``, ``offset``; see :func:`subset`) are decoded, in chunks of
     :data:`READ_CHUNK`, each converted and resized straight into the result: reading FFHQ-64 (70000 x 3 x 64 x 64)
@@ -507,12 +607,16 @@ def load_path(path: str | os.PathLike, resolution: int | None = None, n: int | N
         if len(src) == 0:
             raise ValueError(f"{path} holds no images (split {split!r}); check the path, or the layout: an EDM "
                              "dataset-tool zip, a folder of images, .npz/.npy, IDX or CIFAR-10's python archive")
+        if value_range is None and isinstance(src, _Array) and np.issubdtype(src.array.dtype, np.floating):
+            # decided on the whole array, so a subset or a chunk that happens to be nonnegative reads the same
+            to_images(np.stack([src.array.min(axis=0), src.array.max(axis=0)]))
+            value_range = (-1.0, 1.0)
         idx = subset(len(src), n, seed, offset).tolist()
         out, shape = None, None
         bar = tqdm(total=len(idx), desc=path.name, unit="img", leave=False,
                    disable=not show_progress(None) or isinstance(src, _Array) or len(idx) < 2 * READ_CHUNK)
         for start in range(0, len(idx), READ_CHUNK):
-            part = _resize(to_images(src.read(idx[start:start + READ_CHUNK])), resolution)
+            part = _resize(to_images(src.read(idx[start:start + READ_CHUNK]), value_range=value_range), resolution)
             if out is None:
                 shape = tuple(part.shape[1:])
                 out = torch.empty((len(idx), *shape), dtype=torch.float32)
@@ -537,7 +641,7 @@ def describe(source: str, split: str = "train") -> dict:
         path = Path(source).expanduser()
         src = _source(path, split)
         try:
-            x, first = src, to_images(src.read([0]))
+            x, first = src, to_images(src.read([0]), value_range=(-1e30, 1e30))
         finally:
             src.close()
     return {"source": source, "split": split, "images": len(x), "shape": " x ".join(str(v) for v in first.shape[1:])}

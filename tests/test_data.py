@@ -283,7 +283,7 @@ def test_zip_reads_only_the_subset_in_bounded_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "READ_CHUNK", 16)
     peak = []
     real_to_images = data.to_images
-    monkeypatch.setattr(data, "to_images", lambda a, *k: peak.append(len(a)) or real_to_images(a, *k))
+    monkeypatch.setattr(data, "to_images", lambda a, *k, **kw: peak.append(len(a)) or real_to_images(a, *k, **kw))
     X = gd.data.load_path(path, n=40, seed=5)
     assert len(decoded) == 40 and max(peak) == 16       # 40 of 300 files decoded, 16 at a time
     ref = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -327,3 +327,148 @@ def test_a_file_or_folder_with_no_images_is_an_error_not_none(tmp_path):
     for path in (tmp_path / "empty.npy", tmp_path / "folder"):
         with pytest.raises(ValueError, match="holds no images"):
             gd.data.load_path(path)
+
+
+# ------------------------------------------------------------------------ ambiguous arrays (issue 13, item 7)
+
+def test_float_arrays_in_0_1_must_say_their_scale(tmp_path):
+    u8 = _images(6, 5, 5, c=3)
+    unit = u8.astype(np.float32) / 255                       # [0, 1]: read as [-1, 1] it would be too bright
+    np.savez(tmp_path / "unit.npz", images=unit)
+    with pytest.raises(ValueError, match=r"lying in \[0, 1\].*value_range=\(0, 1\)"):
+        gd.data.load_path(tmp_path / "unit.npz")
+    ref = gd.data.to_images(u8)                              # the same pixels from uint8
+    got = gd.data.load_path(tmp_path / "unit.npz", value_range=(0, 1))
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)
+    # a [-1, 1] set whose chosen subset happens to be nonnegative is still read as [-1, 1]: decided on the whole file
+    signed = np.concatenate([np.full((1, 4, 4), -1.0, np.float32), np.full((5, 4, 4), 0.5, np.float32)])
+    np.save(tmp_path / "signed.npy", signed)
+    sub = gd.data.load_path(tmp_path / "signed.npy", n=1, seed=3)
+    assert float(sub.min()) in (0.5, -1.0)
+    one = gd.data.load_path(tmp_path / "signed.npy")
+    torch.testing.assert_close(one[:, 0], torch.from_numpy(signed))
+    with pytest.raises(ValueError, match="value_range must be"):
+        gd.data.to_images(unit, value_range=(1, 0))
+    with pytest.raises(ValueError, match=r"lie in \(0, 1\)"):
+        gd.data.to_images(unit * 2, value_range=(0, 1))
+
+
+@pytest.mark.parametrize("shape, layout", [((4, 8, 8, 3), "NHWC"), ((4, 3, 8, 8), "NCHW"), ((4, 8, 8, 1), "NHWC"),
+                                           ((4, 1, 8, 8), "NCHW"), ((4, 3, 1, 1), "NCHW"), ((4, 1, 1, 3), "NHWC")])
+def test_channel_axis_is_found(shape, layout):
+    a = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    want = a if layout == "NCHW" else a.transpose(0, 3, 1, 2)
+    torch.testing.assert_close(gd.data.to_images(a), torch.from_numpy(want).float() / 127.5 - 1)
+
+
+@pytest.mark.parametrize("shape, msg", [((4, 8, 8, 2), r"2 channels look like an alpha channel.*a\[\.\.\., :1\]"),
+                                        ((4, 8, 8, 4), r"4 channels look like an alpha"),
+                                        ((4, 8, 8, 8), "cannot tell the channel axis"),
+                                        ((4, 3, 5, 3), "cannot tell the channel axis"),
+                                        ((4, 3, 3, 3), "cannot tell the channel axis")])
+def test_ambiguous_channel_axis_is_refused(shape, msg, tmp_path):
+    a = np.zeros(shape, np.uint8)
+    with pytest.raises(ValueError, match=msg):
+        gd.data.to_images(a)
+    np.save(tmp_path / "a.npy", a)                          # and through the file reader that found the fault
+    with pytest.raises(ValueError, match="cannot tell the channel axis"):
+        gd.data.load_path(tmp_path / "a.npy")
+    assert gd.data.to_images(a, layout="NCHW").shape[0] == 4     # an explicit layout is obeyed
+
+
+# ------------------------------------------------------------------ decompression bombs (issue 13, item 13)
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header announces width x height 8-bit grey pixels, with a tiny body (never decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_an_image_of_too_many_pixels_is_not_decoded(tmp_path):
+    (tmp_path / "bomb").mkdir()
+    (tmp_path / "bomb" / "a.png").write_bytes(_png_header_only(12000, 12000))     # 144 Mpixels in 100 bytes
+    with pytest.raises(ValueError, match=r"12000 x 12000 pixels, above gd.data.MAX_IMAGE_PIXELS"):
+        gd.data.load_path(tmp_path / "bomb")
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w") as z:
+        z.writestr("00000/img00000000.png", _png_header_only(12000, 12000))
+    with pytest.raises(ValueError, match="MAX_IMAGE_PIXELS"):
+        gd.data.load_path(tmp_path / "bomb.zip")
+
+
+def test_a_zip_member_that_inflates_too_far_is_not_read(tmp_path, monkeypatch):
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(png, format="PNG")
+    with zipfile.ZipFile(tmp_path / "big.zip", "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("00000/img00000000.png", png.getvalue())
+        z.writestr("00000/img00000001.png", png.getvalue() + b"\0" * (8 * 2 ** 20))   # 8 MiB of trailing zeros
+    assert (tmp_path / "big.zip").stat().st_size < 100_000
+    monkeypatch.setattr(data, "MAX_MEMBER_BYTES", 2 ** 20)
+    with pytest.raises(ValueError, match=r"img00000001.png inflates to 8 MiB, above gd.data.MAX_MEMBER_BYTES"):
+        gd.data.load_path(tmp_path / "big.zip")
+    assert gd.data.subset(2, 1, seed=0).tolist() == [0]      # seed 0 picks the small member, which still reads
+    assert gd.data.load_path(tmp_path / "big.zip", n=1, seed=0).shape == (1, 1, 8, 8)
+
+
+def test_a_zip_member_that_lies_about_its_size_is_cut_there(tmp_path):
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(png, format="PNG")
+    path = tmp_path / "liar.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a.png", png.getvalue() + b"\0" * (64 * 2 ** 20))
+    # rewrite the member's stated size (local header and central directory) to the PNG's own length
+    raw = bytearray(path.read_bytes())
+    true_size = (len(png.getvalue()) + 64 * 2 ** 20).to_bytes(4, "little")
+    assert raw.count(true_size) == 2
+    raw = bytes(raw).replace(true_size, len(png.getvalue()).to_bytes(4, "little"))
+    path.write_bytes(raw)
+    import tracemalloc
+
+    tracemalloc.start()
+    with pytest.raises(ValueError, match="damaged"):       # cut at the stated size, then the CRC fails
+        gd.data.load_path(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16 * 2 ** 20                              # never inflated the 64 MiB
+
+
+def test_a_gzipped_idx_announcing_too_much_is_refused_from_its_header(tmp_path):
+    head = bytes([0, 0, 0x08, 3]) + b"".join(int(n).to_bytes(4, "big") for n in (60000, 4096, 4096))
+    path = tmp_path / "bomb-images-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(head)
+        for _ in range(64):
+            f.write(b"\0" * 2 ** 20)                         # 64 MiB of zeros in about 64 KB
+    import tracemalloc
+
+    tracemalloc.start()
+    with pytest.raises(ValueError, match=r"announces an array of shape \(60000, 4096, 4096\).*MAX_IDX_BYTES"):
+        gd.data.read_idx(path)
+    assert tracemalloc.get_traced_memory()[1] < 4 * 2 ** 20
+    tracemalloc.stop()
+
+
+def test_an_idx_with_more_bytes_than_announced_is_refused_without_reading_them(tmp_path):
+    arr = _images(3, 4, 4)
+    path = tmp_path / "long-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(_idx_bytes(arr))
+        for _ in range(32):
+            f.write(b"\0" * 2 ** 20)
+    import tracemalloc
+
+    tracemalloc.start()
+    with pytest.raises(ValueError, match="more bytes follow"):
+        gd.data.read_idx(path)
+    assert tracemalloc.get_traced_memory()[1] < 4 * 2 ** 20
+    tracemalloc.stop()
+
+
+def test_a_cifar_member_above_the_limit_is_not_read(cifar_tarball, monkeypatch):
+    monkeypatch.setattr(data, "MAX_MEMBER_BYTES", 100)
+    with pytest.raises(ValueError, match="data_batch_1 inflates to .* above gd.data.MAX_MEMBER_BYTES"):
+        gd.data.read_cifar10(cifar_tarball[0])
