@@ -21,8 +21,10 @@ strings only) that ``torch.load(path, weights_only=True)`` reads and :func:`load
 from __future__ import annotations
 
 import collections
+import hashlib
 import inspect
 import io
+import json
 import os
 import pickle
 import urllib.parse
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from .cache import CorruptFileError
 from .data import _ArrayUnpickler
 from .denoisers import EDMDenoiser
 from .edm_networks import SongUNet
@@ -181,17 +184,67 @@ def read_pickle(path_or_file) -> object:
             raise ValueError(f"{path_or_file} is not a readable EDM pickle ({type(exc).__name__}: {exc})") from exc
 
 
-def _fetch(url: str, download: bool | None) -> Path:
-    from .data import _offline, data_cache, download_file
+def download_path(url: str) -> Path:
+    """Where a downloaded checkpoint is kept: under ``$GAUSSDIFF_CACHE/downloads``, by host and path, so that a
+    file fetched from another address never answers this one."""
+    from .cache import cache_root
 
-    name = Path(urllib.parse.urlparse(url).path).name or "checkpoint.pkl"
-    dest = data_cache().parent / "checkpoints" / name
+    parts = urllib.parse.urlparse(url)
+    path = [p for p in parts.path.split("/") if p not in ("", ".", "..")] or ["checkpoint.pkl"]
+    return cache_root() / "downloads" / (parts.hostname or "local") / Path(*path)
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_sha256(path: Path, expected: str | None, url: str) -> None:
+    if expected and sha256_of(path) != expected.lower():
+        raise CorruptFileError(f"{path} (from {url}) has SHA-256 {sha256_of(path)}, not the pinned {expected}; "
+                               f"delete it and download it again")
+
+
+def _fetch(url: str, download: bool | None, sha256: str | None = None) -> Path:
+    """The local copy of ``url``: downloaded once into ``download_path``, with a record of the address and the
+    SHA-256 it had; on every later use the file is checked against that record (and against ``sha256`` when
+    given), so a file edited, truncated or copied in from elsewhere is never taken for the download."""
+    from .cache import write_text_atomic
+    from .data import _offline, download_file
+
+    dest = download_path(url)
+    record = dest.with_name(dest.name + ".source.json")
     if dest.is_file():
+        try:
+            meta = json.loads(record.read_text())
+        except (OSError, ValueError):
+            meta = None
+        if not isinstance(meta, dict) or meta.get("url") != url:
+            raise CorruptFileError(f"{dest} has no record of being downloaded from {url} ({record.name} is missing "
+                                   "or names another address); delete it to download again, or pass a file you "
+                                   "trust by its path instead of the URL")
+        got = sha256_of(dest)
+        if got != meta.get("sha256"):
+            raise CorruptFileError(f"{dest} changed since it was downloaded from {url} (SHA-256 {got}, recorded "
+                                   f"{meta.get('sha256')}); delete it and download it again")
+        _check_sha256(dest, sha256, url)
         return dest
     if _offline(download):
         raise FileNotFoundError(f"{url} is not in {dest.parent} and downloads are switched off "
-                                "(download=False or GAUSSDIFF_OFFLINE=1); download it there yourself")
-    return download_file(url, dest, md5=None)
+                                "(download=False or GAUSSDIFF_OFFLINE=1); download it elsewhere and pass the file's "
+                                "path instead of the URL")
+    download_file(url, dest, md5=None)
+    got = sha256_of(dest)
+    if sha256 and got != sha256.lower():
+        dest.unlink()
+        raise CorruptFileError(f"the download of {url} has SHA-256 {got}, not the pinned {sha256}; it was deleted. "
+                               "Try again later; if it persists, the published file has changed")
+    write_text_atomic(record, json.dumps({"url": url, "sha256": got}, indent=1))
+    return dest
 
 
 # The preconditioners EDM's pickles use (EDM's own and the baselines of its Table 1), and the keyword arguments of
@@ -257,16 +310,18 @@ def _copy_into(net: torch.nn.Module, tensors: dict, source: str):
 
 
 def load_edm(path_or_url: str | os.PathLike, device=None, key: str = "ema",
-             download: bool | None = None) -> EDMDenoiser:
+             download: bool | None = None, sha256: str | None = None) -> EDMDenoiser:
     """An EDM network from NVIDIA's pickle (or from :func:`export_state_dict`'s ``.pt``), as an
     :class:`~gaussdiff_lib.denoisers.EDMDenoiser` D(x; sigma) in eval mode.
 
     Args:
-        path_or_url: a local ``.pkl`` / ``.pt`` file, or an ``http(s)`` URL (kept in
-            ``~/.cache/gaussdiff/checkpoints``), e.g. ``gd.checkpoints.EDM_URL + 'edm-ffhq-64x64-uncond-ve.pkl'``.
+        path_or_url: a local ``.pkl`` / ``.pt`` file, or an ``http(s)`` URL (downloaded once into
+            ``download_path``, under ``$GAUSSDIFF_CACHE``, and checked against the SHA-256 recorded then on
+            every use), e.g. ``gd.checkpoints.EDM_URL + 'edm-ffhq-64x64-uncond-ve.pkl'``.
         device: where the network lives (default CPU).
         key: which network of the pickle's dict (EDM stores the EMA weights under 'ema').
         download: allow (True) or forbid (False) downloading; None follows ``GAUSSDIFF_OFFLINE``.
+        sha256: the file's expected SHA-256 (a profile's ``checkpoint_sha256``); a file that differs is refused.
 
     EDM's models (``EDMPrecond``) and its published baselines (``VEPrecond``, ``VPPrecond``, e.g.
     ``baseline-cifar10-32x32-uncond-ve.pkl``) load with their own preconditioning, reported as ``.precond``
@@ -275,12 +330,18 @@ def load_edm(path_or_url: str | os.PathLike, device=None, key: str = "ema",
     NVIDIA's licence (:data:`LICENSE_NOTE`).
     """
     src = str(path_or_url)
-    path = _fetch(src, download) if src.startswith(("http://", "https://")) else Path(src).expanduser()
+    if sha256 is not None and not (isinstance(sha256, str) and len(sha256) == 64
+                                   and all(c in "0123456789abcdefABCDEF" for c in sha256)):
+        raise ValueError(f"sha256 must be 64 hexadecimal digits, got {sha256!r}")
+    remote = src.startswith(("http://", "https://"))
+    path = _fetch(src, download, sha256) if remote else Path(src).expanduser()
     if path.is_dir():
         inside = sorted(p.name for p in path.iterdir() if p.suffix in (".pkl", ".pt"))
         raise ValueError(f"{path} is a folder; pass one checkpoint file in it ({inside or 'it holds no .pkl or .pt'})")
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; EDM's checkpoints are listed at {EDM_URL}")
+    if sha256 and not remote:
+        _check_sha256(path, sha256, src)
     if device is not None:
         from ._checks import as_device
 

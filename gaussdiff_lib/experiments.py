@@ -35,7 +35,8 @@ paper's training-time checkpoints; ``ema`` is EDM's half-life in training images
 run also keeps the snapshots its convergence criterion measures, and :func:`certificate` says whether it
 converged. :func:`model` trains a run or loads it from the cache; runs are
 keyed by content, so a sweep and a chapter asking for the same run share one trained network.
-A run with ``checkpoint`` (a path or URL of one of NVIDIA's EDM pickles) is not trained: :func:`model`
+A run with ``checkpoint`` (a path or URL of one of NVIDIA's EDM pickles; ``checkpoint_sha256`` pins the file's
+SHA-256, checked on download and on every load) is not trained: :func:`model`
 loads those weights (:func:`gaussdiff_lib.checkpoints.load_edm`), and ``n``/``dataset`` name the data
 they were trained on.
 """
@@ -87,6 +88,7 @@ class Run:
     precond: str = "edm"
     patch: int = 2
     checkpoint: str = ""
+    checkpoint_sha256: str = ""
     convergence: Criterion | None = None
 
     @property
@@ -174,6 +176,10 @@ def _make(name: str, profile: str, fields: dict, conv: Criterion | None = None) 
         raise ValueError(f"run {name!r} of profile {profile!r}: {exc}") from None
     if run_.checkpoint and (run_.snapshots or run_.fixed_sigma is not None):
         raise ValueError(f"run {name!r} loads a published checkpoint; it has no snapshots or fixed_sigma")
+    if run_.checkpoint_sha256 and (not run_.checkpoint or len(run_.checkpoint_sha256) != 64
+                                   or set(run_.checkpoint_sha256.lower()) - set("0123456789abcdef")):
+        raise ValueError(f"run {name!r}: checkpoint_sha256 is the 64 hexadecimal digits of its checkpoint's SHA-256 "
+                         "(sha256sum FILE), and needs a checkpoint")
     if run_.arch == "linear" and run_.fixed_sigma is None:
         raise ValueError(f"run {name!r}: a linear network is a one-level denoising autoencoder; give it fixed_sigma")
     if any(s > run_.steps for s in run_.snapshots):
@@ -407,7 +413,7 @@ def _published(r: Run, device):
 
     warnings.warn(f"run {r.name!r} uses NVIDIA's published network {r.checkpoint}. {LICENSE_NOTE}", LicenseNotice,
                   stacklevel=3)
-    den = load_edm(r.checkpoint, device=device)
+    den = load_edm(r.checkpoint, device=device, sha256=r.checkpoint_sha256 or None)
     if den.precond != r.precond:
         raise ValueError(f"run {r.name!r} says precond: {r.precond}, but {r.checkpoint} holds a model with "
                          f"{den.precond!r} preconditioning; correct the run's precond in profiles/{r.profile}.yml")
@@ -495,13 +501,25 @@ def data_sources(profile: str) -> list[dict]:
     return rows
 
 
-def analysis_memory(n: int, d: int) -> dict[str, float]:
-    """GiB that the analyses hold on the device for N training images of dimension d (float64 throughout):
-    the multi-delta denoiser keeps the training set (N d), the Gaussian fit one d x d covariance and its
-    eigenvectors (2 d^2, plus the eigensolver's workspace of about the same), the linear fit the moment
-    matrices of one sigma (2 (d + 1)^2) and its Cholesky factor ((d + 1)^2)."""
+def analysis_memory(n: int, d: int, n_sigmas: int = 1, chunk_size: int = 8192, batch_size: int = 512
+                    ) -> dict[str, float]:
+    """GiB that each analysis holds at its peak for N training images of dimension d (all float64), counted
+    from what the code allocates and checked against peaks measured on the CPU (tests/test_memory.py):
+
+    - multi-delta (:class:`~gaussdiff_lib.denoisers.EmpiricalDenoiser`): the training set (N d) plus two chunks
+      of ``chunk_size`` images while squared norms and distances are formed;
+    - Gaussian fit (:meth:`~gaussdiff_lib.denoisers.GaussianDenoiser.from_data`): the larger of the
+      accumulation phase (covariance d^2 plus two chunks) and the eigensolver phase (covariance, eigenvectors,
+      LAPACK's 2 d^2 workspace and the reordered copy: 6 d^2), plus the input checks' N d bytes;
+    - linear fit (:func:`~gaussdiff_lib.linear_fit.fit_linear`): the fitted weights (one d^2 per sigma) and
+      13 d^2 of moment matrices, half-split moments, Cholesky factors and solutions for the sigma being
+      solved, plus three batches of ``batch_size`` inputs and outputs.
+    """
     gib = 8 / 2 ** 30
-    return {"multi-delta": n * d * gib, "gaussian": 4 * d * d * gib, "linear fit": 3 * (d + 1) ** 2 * gib}
+    c = min(n, chunk_size)
+    return {"multi-delta": (n * d + 2 * c * d) * gib,
+            "gaussian": max(d * d + 2 * c * d, 6 * d * d) * gib + n * d / 2 ** 30,
+            "linear fit": ((n_sigmas + 13) * d * d + 3 * batch_size * d) * gib}
 
 
 def models(names, profile: str, device=None, progress: bool | None = None) -> dict:

@@ -177,17 +177,19 @@ def fit_linear(D, images: torch.Tensor, sigmas, n_noise: int = 4, batch_size: in
                 delta = t1 - t2                                   # [d + 1, d]
                 rel_error = math.sqrt(factor) * (delta[:d].norm() / theta[:d].norm().clamp_min(1e-300)).item()
                 rmse_error = math.sqrt(factor * max(0.0, torch.trace(delta.T @ A @ delta).item()) / d)
+                del t1, t2, delta
             if target_error is None or rel_error is None or rel_error <= target_error or reps >= max_noise:
                 break
             # the error falls as 1/sqrt(samples): ask for what the target needs, with 10% to spare
             want = min(max_noise, max(reps + 1, math.ceil(reps * 1.1 * (rel_error / target_error) ** 2)))
             bar.total += (want - reps) * batches
-        A_r = A.clone()
-        A_r.diagonal()[:d] += ridge
-        evals = torch.linalg.eigvalsh(A_r)
+        del moments, B
+        A.diagonal()[:d] += ridge
+        evals = torch.linalg.eigvalsh(A)
         condition = (evals[-1] / evals[0]).item() if evals[0] > 0 else math.inf
         weights[li] = theta[:d].T
         biases[li] = theta[d]
+        del A, theta                      # nothing of this sigma stays alive while the next one accumulates
         info.append({"sigma": sigma, "samples": m, "condition": condition, "ridge": float(ridge),
                      "rel_error": rel_error, "rmse_error": rmse_error,
                      "target_met": None if target_error is None else (rel_error is not None

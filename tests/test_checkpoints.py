@@ -1,4 +1,6 @@
 """EDM checkpoints: the persistence format read without running code, our DDPM++/NCSN++ implementation, export."""
+import io
+import json
 import os
 import pickle
 import sys
@@ -338,3 +340,74 @@ def test_an_unusable_cache_root_names_the_variable(tmp_path, monkeypatch):
 
     with pytest.raises(OSError, match="cannot create the folder .*set \\$GAUSSDIFF_CACHE to a writable folder"):
         cache.cached("thing", {"a": 1}, lambda: {"x": torch.zeros(1)})
+
+
+class _Served(io.BytesIO):
+    def __init__(self, payload: bytes):
+        super().__init__(payload)
+        self.headers = {"Content-Length": str(len(payload))}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def test_downloads_are_kept_by_address_and_checked_on_every_use(tmp_path, monkeypatch):
+    """Issue 13, item 8: a cached download used to be matched by its file name only, under ~/.cache."""
+    import hashlib
+    import urllib.request
+
+    path, _ = _edm_pickle(tmp_path, monkeypatch, _randomised(SMALL), SMALL)
+    payload = path.read_bytes()
+    served = {"n": 0}
+
+    def serve(url, timeout):
+        served["n"] += 1
+        return _Served(payload)
+
+    monkeypatch.setattr(urllib.request, "urlopen", serve)
+    monkeypatch.setenv("GAUSSDIFF_CACHE", str(tmp_path / "cache"))
+    url = "https://nvlabs-fi-cdn.nvidia.com/edm/pretrained/net.pkl"
+    want = hashlib.sha256(payload).hexdigest()
+    den = checkpoints.load_edm(url, download=True, sha256=want)
+    local = checkpoints.download_path(url)
+    assert local.is_file() and (tmp_path / "cache") in local.parents and served["n"] == 1
+    assert json.loads(local.with_name("net.pkl.source.json").read_text()) == {"url": url, "sha256": want}
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    again = checkpoints.load_edm(url, download=False)                       # the recorded copy, no second download
+    assert served["n"] == 1 and torch.equal(again(x, 1.0), den(x, 1.0))
+    # the same file name from another host is a different download, never this one's answer
+    other = "https://mirror.example.org/edm/pretrained/net.pkl"
+    assert checkpoints.download_path(other) != local
+    with pytest.raises(FileNotFoundError, match="downloads are switched off"):
+        checkpoints.load_edm(other, download=False)
+    # a file put in place by hand (no record of its address) is not taken for the download
+    planted = checkpoints.download_path(other)
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(payload)
+    with pytest.raises(gd.cache.CorruptFileError, match="no record of being downloaded from"):
+        checkpoints.load_edm(other, download=False)
+    # an edited download is caught by the SHA-256 recorded when it arrived
+    blob = bytearray(local.read_bytes())
+    blob[-20] ^= 1
+    local.write_bytes(bytes(blob))
+    with pytest.raises(gd.cache.CorruptFileError, match="changed since it was downloaded"):
+        checkpoints.load_edm(url, download=False)
+    # a pinned SHA-256 is checked at download (the file is not kept) and on a local path
+    local.unlink()
+    with pytest.raises(gd.cache.CorruptFileError, match="not the pinned"):
+        checkpoints.load_edm(url, download=True, sha256="0" * 64)
+    assert not local.exists()
+    with pytest.raises(gd.cache.CorruptFileError, match="not the pinned"):
+        checkpoints.load_edm(path, sha256="f" * 64)
+    with pytest.raises(ValueError, match="64 hexadecimal digits"):
+        checkpoints.load_edm(path, sha256="abc")
+    assert checkpoints.load_edm(path, sha256=want.upper()).precond == "edm"
+
+
+def test_data_downloads_go_under_the_cache_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("GAUSSDIFF_CACHE", str(tmp_path / "c"))
+    assert gd.data.data_cache() == tmp_path / "c" / "data"
+    assert gd.data.fashion_mnist_dirs()[-1] == tmp_path / "c" / "data" / "fashion-mnist"

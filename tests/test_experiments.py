@@ -77,6 +77,8 @@ def test_halves_are_disjoint_and_sizes_nested(project):
     ({"runs": {"a": {"n": 4, "steps": 1}}}, "run 'a' has 1 steps: too few for a convergence snapshot every 0.5"),
     ({"convergence": {"every": 0.5, "window": 0.25}}, "fewer than 2 points in the last 0.25"),
     ({"convergence": {"tolerence": 0.1}}, r"unknown keys \['tolerence'\] in 'convergence'"),
+    ({"runs": {"a": {"n": 4, "checkpoint": "x.pkl", "checkpoint_sha256": "abc"}}}, "64 hexadecimal digits"),
+    ({"runs": {"a": {"n": 4, "checkpoint_sha256": "a" * 64}}}, "and needs a checkpoint"),
 ])
 def test_bad_definitions_are_named(project, section, msg):
     project({"runs": {"ok": {"n": 4}}, **section})
@@ -240,8 +242,8 @@ def test_train_command_shards_partition_the_runs(project, monkeypatch, capsys):
     assert len(trained) == 3 and "n32-half2" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["train", "--profile", "tiny", "--shard", "2/2"])
-    with pytest.raises(SystemExit, match="no runs"):
-        main(["train", "--profile", "tiny", "--runs", "n999"])
+    assert main(["train", "--profile", "tiny", "--runs", "n999"]) == 2
+    assert "error: profile 'tiny' has no runs ['n999']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--profile", "tiny", "--jobs", "zero"])
 
@@ -324,10 +326,6 @@ def test_training_plan_and_memory_follow_their_formulas(project, tmp_path):
     assert plan["a"]["peak_gib"] == 1.5 and plan["a"]["epochs"] == pytest.approx(5000)
     assert plan["b"]["hours"] is None                       # its configuration was not measured
     assert plan["p"]["hours"] == 0 and plan["p"]["arch"] == "published"
-    mem = gd.experiments.analysis_memory(1000, 3072)
-    assert mem["multi-delta"] == pytest.approx(1000 * 3072 * 8 / 2 ** 30)
-    assert mem["gaussian"] == pytest.approx(4 * 3072 ** 2 * 8 / 2 ** 30)
-    assert mem["linear fit"] == pytest.approx(3 * 3073 ** 2 * 8 / 2 ** 30)
 
 
 def test_chapters_say_where_their_weights_come_from(project):
