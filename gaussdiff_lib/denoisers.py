@@ -127,7 +127,22 @@ class GaussianDenoiser(nn.Module):
 
     @property
     def rank(self) -> int:
+        """Number of components kept (for :meth:`from_data` without ``rank``: the rank of the data's covariance)."""
         return int(self.eigenvalues.shape[0])
+
+    def spectrum(self) -> torch.Tensor:
+        """All d eigenvalues of the covariance, descending: the kept ones, then zeros (float64 [d])."""
+        return torch.cat([self.eigenvalues, self.eigenvalues.new_zeros(self.d - self.rank)])
+
+    def _apply(self, fn, recurse=True):
+        # .half(), .to(torch.bfloat16) etc. move the statistics but keep them in float64: the filter computes in
+        # float64 and returns the input's dtype, so a model converted with its network keeps working (in low
+        # precision the eigenvectors would lose orthogonality and matmuls with float64 inputs would fail)
+        def keep_float64(t):
+            probe = fn(t.reshape(-1)[:0])
+            return t.to(device=probe.device) if probe.dtype != t.dtype else fn(t)
+
+        return super()._apply(keep_float64, recurse)
 
     @staticmethod
     def statistics(X: torch.Tensor, device=None, chunk_size: int = 8192) -> dict:
@@ -141,10 +156,13 @@ class GaussianDenoiser(nn.Module):
         mean = total / n
         cov = torch.zeros(d, d, dtype=torch.float64, device=device)
         for s in range(0, n, chunk_size):
-            xc = X[s:s + chunk_size].reshape(-1, d).to(device, torch.float64) - mean
-            cov += xc.T @ xc
+            xc = X[s:s + chunk_size].reshape(-1, d).to(device, torch.float64, copy=True)   # never the caller's X
+            xc -= mean
+            cov.addmm_(xc.T, xc)
+            del xc
         cov /= n
-        evals, evecs = torch.linalg.eigh((cov + cov.T) / 2)
+        evals, evecs = torch.linalg.eigh(cov)        # reads the lower triangle only: no symmetrised copy
+        del cov
         return {"mean": mean, "eigenvalues": evals.flip(0).clamp_min(0), "eigenvectors": evecs.flip(1),
                 "shape": list(X.shape[1:])}
 
@@ -168,7 +186,12 @@ class GaussianDenoiser(nn.Module):
                                            for k, v in cls.statistics(X, device).items()})
         else:
             stats = cls.statistics(X, device)
-        r = d if rank is None else rank
+        # without a rank, keep the components with nonzero variance: the others have gain 0 at every sigma, which
+        # is what the directions outside span(U) get, so the denoiser is the same and .rank is the data's rank
+        # (eigenvalues at the eigensolver's rounding level, relative to the largest, count as zero)
+        lam = stats["eigenvalues"]
+        tol = float(lam[0]) * max(X.shape[0], d) * torch.finfo(torch.float64).eps
+        r = int((lam > tol).sum()) if rank is None else rank
         dev = torch.device(device) if device is not None else X.device
         return cls(stats["mean"].to(dev), stats["eigenvalues"][:r].to(dev), stats["eigenvectors"][:, :r].to(dev),
                    tuple(stats["shape"]))
@@ -214,7 +237,12 @@ class EmpiricalDenoiser(nn.Module):
         self.shape = tuple(int(s) for s in X.shape[1:])
         data = X.reshape(X.shape[0], -1).to(device=device or X.device, dtype=dtype)
         self.register_buffer("data", data)
-        self.register_buffer("sqnorms", data.to(torch.promote_types(dtype, torch.float32)).square().sum(1))
+        work = torch.promote_types(dtype, torch.float32)
+        # squared norms a chunk at a time: squaring the whole set at once would hold a second copy of it
+        sqnorms = torch.empty(data.shape[0], dtype=work, device=data.device)
+        for s in range(0, data.shape[0], self.chunk_size):
+            sqnorms[s:s + self.chunk_size] = data[s:s + self.chunk_size].to(work).square().sum(1)
+        self.register_buffer("sqnorms", sqnorms)
 
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
         x = as_images(x)

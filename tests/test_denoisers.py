@@ -279,3 +279,44 @@ def test_pixel_values_and_unit_range_data_are_caught():
     with warnings.catch_warnings():  # the book's own scaling passes in silence
         warnings.simplefilter("error")
         GaussianDenoiser.from_data(X)
+
+
+def test_gaussian_rank_is_the_data_s_rank():
+    """One image used to report rank 256 (all zero eigenvalues kept); N images span at most N - 1 directions."""
+    for n, want in ((1, 0), (2, 1), (5, 4), (400, 16)):
+        G = GaussianDenoiser.from_data(_data(n=n))
+        assert G.rank == want, (n, G.rank)
+        assert G.eigenvectors.shape == (16, want)
+    one = GaussianDenoiser.from_data(_data(n=1))
+    x = _data(3, seed=2)
+    torch.testing.assert_close(one(x, 0.5), one.mean.reshape(1, 1, 4, 4).expand(3, -1, -1, -1))
+    # dropping the zero-variance components changes nothing: compare with the Wiener solve on the full covariance
+    X = _data(n=5)
+    G = GaussianDenoiser.from_data(X)
+    Y = X.reshape(5, -1).double()
+    cov = (Y - Y.mean(0)).T @ (Y - Y.mean(0)) / 5
+    xf = x.reshape(3, -1).double()
+    want = Y.mean(0) + (xf - Y.mean(0)) @ torch.linalg.solve(cov + 0.7 ** 2 * torch.eye(16, dtype=torch.float64), cov)
+    torch.testing.assert_close(G(x.double(), 0.7).reshape(3, -1), want, atol=1e-10, rtol=0)
+    assert GaussianDenoiser.from_data(X, rank=8).rank == 8          # an explicit rank is kept as asked
+    full = torch.linalg.eigvalsh(cov).flip(0)
+    torch.testing.assert_close(G.spectrum(), full.clamp_min(0) * (full > 1e-12), atol=1e-12, rtol=0)
+    kept = X.clone()
+    GaussianDenoiser.statistics(X, chunk_size=2)                    # float64 data: the centring works on copies
+    assert torch.equal(X, kept)
+
+
+@pytest.mark.parametrize("convert, dtype", [(lambda m: m.half(), torch.float16), (lambda m: m.bfloat16(), torch.bfloat16),
+                                            (lambda m: m.to(torch.float16), torch.float16),
+                                            (lambda m: m.float(), torch.float32), (lambda m: m.double(), torch.float64)])
+def test_gaussian_converted_to_another_dtype_keeps_float64_statistics(convert, dtype):
+    """.half() used to cast the eigenvectors to float16, and the filter then failed inside torch (float64 x half)."""
+    G = GaussianDenoiser.from_data(_data(n=400))
+    x = _data(3, seed=5)
+    ref = G(x.double(), 0.3)
+    H = convert(G)
+    assert H.mean.dtype == H.eigenvectors.dtype == H.eigenvalues.dtype == torch.float64
+    out = H(x.to(dtype), 0.3)
+    assert out.dtype == dtype
+    tol = {torch.float16: 2e-3, torch.bfloat16: 2e-2}.get(dtype, 1e-6)
+    torch.testing.assert_close(out.double(), ref, atol=tol, rtol=0)
