@@ -62,7 +62,7 @@ def _train(args) -> int:
         names = list(args.runs or table)
     unknown = [n for n in names if n not in table]
     if unknown:
-        raise SystemExit(f"profile {args.profile!r} has no runs {unknown}; it defines {sorted(table)}")
+        raise ValueError(f"profile {args.profile!r} has no runs {unknown}; it defines {sorted(table)}")
     names = shard(list(dict.fromkeys(names)), args.shard)
     n_jobs = jobs_for(args.jobs, args.device)
     names.sort(key=lambda n: _cost(table[n]), reverse=True)  # longest first, so the pool ends together
@@ -119,6 +119,24 @@ def main(argv=None) -> int:
                                                  "a CPU, each with its share of the cores)")
     tr.add_argument("--dry-run", action="store_true", help="list this shard's runs without training")
     args = parser.parse_args(argv)
+    try:
+        return _run(parser, args)
+    except RuntimeError as exc:  # --keep-going: some notebooks failed
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError, KeyError) as exc:
+        # a mistake in the command line or the profile, or missing data, a download that failed, a cache that
+        # cannot be written: one line that says what to do (GAUSSDIFF_TRACEBACK=1 shows where it happened)
+        import os
+
+        if os.environ.get("GAUSSDIFF_TRACEBACK"):
+            raise
+        message = str(exc) if not isinstance(exc, KeyError) else f"unknown name {exc}"
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+def _run(parser, args) -> int:
     if args.command == "data":
         for split in ("train", "test"):
             print("fashion-mnist", split, *data.find_fashion_mnist(split))
@@ -128,7 +146,7 @@ def main(argv=None) -> int:
         try:
             print(book_assets.fetch())
         except book_assets.AssetError as exc:
-            raise SystemExit(f"error: {exc}") from None
+            raise ValueError(str(exc)) from None
     elif args.command == "train":
         try:
             shard([], args.shard)
@@ -141,15 +159,8 @@ def main(argv=None) -> int:
             overrides = profiles.parse_overrides(args.overrides)
         except ValueError as exc:
             parser.error(str(exc))
-        try:
-            profiles.execute(args.profile, args.out, args.only, force=args.force, overrides=overrides,
-                             keep_going=args.keep_going)
-        except ValueError as exc:  # a mistake in the command line or the profile: one line, nothing ran
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except RuntimeError as exc:  # --keep-going: some notebooks failed
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+        profiles.execute(args.profile, args.out, args.only, force=args.force, overrides=overrides,
+                         keep_going=args.keep_going)
     return 0
 
 

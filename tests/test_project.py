@@ -1,8 +1,11 @@
 """Project invariants: pins in sync, notebooks are clean templates, profiles name real parameters."""
 import ast
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -269,3 +272,22 @@ def test_workflows_follow_the_makefile():
     tests = yaml.safe_load((ROOT / ".github" / "workflows" / "tests.yml").read_text())
     assert "pull_request" in tests[True]                   # YAML reads the key `on` as True
     assert any(s.get("run") == ".ci/run" for s in tests["jobs"]["test"]["steps"])
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["train", "--profile", "nope"], "error: unknown profile 'nope'; choose one of"),
+    (["train", "--profile", "smoke", "--runs", "n999"], "error: profile 'smoke' has no runs ['n999']"),
+    (["train", "--profile", "smoke", "--sweep", "nosuch"], "error: "),
+    (["execute", "--profile", "nope"], "error: unknown profile 'nope'"),
+    (["execute", "--set", "scale.n_sampels=8"], "error: "),
+])
+def test_cli_mistakes_are_one_line_and_exit_2(argv, msg, tmp_path):
+    """Issue 13, item 10: every command's mistakes end in one line on stderr and exit status 2, no traceback."""
+    env = {**os.environ, "GAUSSDIFF_CACHE": str(tmp_path / "cache"), "GAUSSDIFF_OFFLINE": "1",
+           "GAUSSDIFF_DATA": str(tmp_path / "none"), "PYTHONPATH": str(ROOT)}
+    env.pop("GAUSSDIFF_TRACEBACK", None)
+    out = subprocess.run([sys.executable, "-m", "gaussdiff_lib", *argv], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=300)
+    err = out.stderr.strip()
+    assert out.returncode == 2, (out.returncode, err)
+    assert err.startswith(msg) and "\n" not in err and "Traceback" not in err, err
