@@ -8,8 +8,8 @@ STAMP := $(VENV)/.installed
 PROFILE ?= cpu
 # training processes before the notebooks run: auto = 1 on a GPU, 2 on a CPU (two runs at a time, a core each)
 JOBS ?= auto
-# trained networks and Gaussian statistics live here, so a rebuild after a prose change trains nothing
-export GAUSSDIFF_CACHE ?= $(CURDIR)/.cache/gaussdiff
+# trained networks, Gaussian statistics and downloads live in the library's one cache, $GAUSSDIFF_CACHE (default
+# ~/.cache/gaussdiff), shared with Jupyter and Colab sessions: a rebuild after a prose change trains nothing
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: book test venv data assets notebooks html smoke-book bench clean

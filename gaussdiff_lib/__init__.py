@@ -1,14 +1,41 @@
 """gaussdiff: the hidden Gaussian structure of diffusion denoisers, as a small tested library.
 
-``import gaussdiff_lib as gd`` then ``gd.data``, ``gd.denoisers``, ``gd.networks``, ``gd.sampling``,
-``gd.training``, ``gd.linear_fit``, ``gd.metrics``, ``gd.stats`` (intervals and verdicts), ``gd.convergence``
-(convergence criteria), ``gd.experiments``, ``gd.plotting``, ``gd.widgets``, ``gd.cache``, ``gd.profiles``,
-``gd.checkpoints`` (NVIDIA's EDM pickles) and ``gd.edm_networks`` (EDM's DDPM++ / NCSN++ UNets).
+The library: ``gd.data`` (loaders), ``gd.denoisers`` (Gaussian, multi-delta and network denoisers),
+``gd.networks`` / ``gd.edm_networks`` (this project's UNet, ViT and affine map; EDM's DDPM++ / NCSN++),
+``gd.training`` (EDM's loss, EMA, resumable runs), ``gd.checkpoints`` (NVIDIA's EDM pickles), ``gd.sampling``,
+``gd.linear_fit``, ``gd.metrics``, ``gd.stats`` (intervals and verdicts), ``gd.convergence`` (criteria) and
+``gd.cache``.
+
+The book's machinery lives apart, in :mod:`gaussdiff_lib.chapters` (named runs of a profile, train-or-load,
+comparisons, tables for the pages, the executor, plotting, widgets, offline assets, and the chapter templates
+and profiles as package data). It is imported on first use: ``gd.chapters``, and the short names
+``gd.experiments``, ``gd.profiles``, ``gd.plotting`` and ``gd.widgets``. ``import gaussdiff_lib`` alone
+imports neither matplotlib's pyplot nor the book's stack.
 """
-__version__ = "0.1.0"
+import importlib
 
-from . import (cache, checkpoints, convergence, data, denoisers, edm_networks, experiments,  # noqa: E402
-               linear_fit, metrics, networks, plotting, profiles, sampling, stats, training, widgets)
+from ._version import __version__
+from . import (cache, checkpoints, convergence, data, denoisers, edm_networks, linear_fit, metrics,  # noqa: E402
+               networks, sampling, stats, training)
 
-__all__ = ["cache", "checkpoints", "convergence", "data", "denoisers", "edm_networks", "experiments", "linear_fit",
-           "metrics", "networks", "plotting", "profiles", "sampling", "stats", "training", "widgets", "__version__"]
+# the book's machinery, imported when first used
+_LAZY = {"chapters": "gaussdiff_lib.chapters", "experiments": "gaussdiff_lib.experiments",
+         "profiles": "gaussdiff_lib.chapters.profiles", "plotting": "gaussdiff_lib.chapters.plotting",
+         "widgets": "gaussdiff_lib.chapters.widgets"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'gaussdiff_lib' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = ["cache", "checkpoints", "convergence", "data", "denoisers", "edm_networks", "linear_fit", "metrics",
+           "networks", "sampling", "stats", "training", "chapters", "experiments", "profiles", "plotting", "widgets",
+           "__version__"]

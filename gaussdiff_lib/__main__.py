@@ -8,7 +8,8 @@ one run on both cores)."""
 import argparse
 import sys
 
-from . import data, profiles
+from . import data
+from .chapters import profiles
 
 
 def shard(names: list[str], spec: str) -> list[str]:
@@ -53,11 +54,11 @@ def _train(args) -> int:
     import os
     import time
 
-    from . import experiments
+    from .chapters import models, runs
 
-    table = experiments.runs(args.profile)
+    table = runs.runs(args.profile)
     if args.sweep:
-        names = [n for s in args.sweep for n in experiments.sweep(s, args.profile)]
+        names = [n for s in args.sweep for n in runs.sweep(s, args.profile)]
     else:
         names = list(args.runs or table)
     unknown = [n for n in names if n not in table]
@@ -76,13 +77,13 @@ def _train(args) -> int:
     t0 = time.time()
     print(f"training {len(work)} runs in {n_jobs} process{'es' if n_jobs > 1 else ''}", flush=True)
     if n_jobs == 1:
-        results = map(experiments.train_job, work)
+        results = map(models.train_job, work)
     else:
         import multiprocessing as mp
 
         os.environ["GAUSSDIFF_PROGRESS"] = "0"
         pool = mp.get_context("spawn").Pool(n_jobs)
-        results = pool.imap_unordered(experiments.train_job, work)
+        results = pool.imap_unordered(models.train_job, work)
     try:
         for i, (name, seconds, converged) in enumerate(results, 1):
             state = {True: "converged", False: "NOT converged", None: "published weights"}[converged]
@@ -95,20 +96,29 @@ def _train(args) -> int:
 
 
 def main(argv=None) -> int:
+    from ._version import __version__
+
     parser = argparse.ArgumentParser(prog="python -m gaussdiff_lib")
+    parser.add_argument("--version", action="version", version=f"gaussdiff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="the profiles, the chapters with their parameters under a profile, and the "
+                                     "profile's named runs and sweeps")
+    ls.add_argument("--profile", default="cpu", help=f"one of {profiles.names()}")
     sub.add_parser("data", help="locate (or download) Fashion-MNIST, the book's default data")
     sub.add_parser("assets", help="fetch and verify the pinned MathJax, require.js and widget manager for the "
                                   "offline book (into .assets/)")
     ex = sub.add_parser("execute", help="execute the notebooks under a profile with papermill")
     ex.add_argument("--profile", default="cpu", help=f"one of {profiles.names()}")
-    ex.add_argument("--out", default=str(profiles.root() / "book"), help="folder for the executed notebooks")
+    ex.add_argument("--out", default="book", help="folder for the executed notebooks (default: ./book)")
     ex.add_argument("--only", nargs="*", help="notebook names (without .ipynb) to run")
     ex.add_argument("--force", action="store_true", help="re-execute notebooks that are up to date")
     ex.add_argument("--keep-going", action="store_true", help="run the other notebooks when one fails (and exit 1 "
                                                               "at the end, naming it)")
     ex.add_argument("--set", dest="overrides", action="append", metavar="NOTEBOOK.PARAMETER=VALUE",
                     help="override one parameter of the profile, e.g. dataset_size.sweep=dataset_size_cifar")
+    ex.add_argument("--timeout", type=int, default=3600, help="the most seconds one cell may run (default 3600)")
+    ex.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="a bar of each notebook's cells on stderr (default: when stderr is a terminal)")
     tr = sub.add_parser("train", help="train a profile's runs into the model cache (the notebooks then load them)")
     tr.add_argument("--profile", default="cpu", help=f"one of {profiles.names()}")
     tr.add_argument("--runs", nargs="*", help="run names (default: every run of the profile)")
@@ -136,16 +146,41 @@ def main(argv=None) -> int:
         return 2
 
 
+def _list(profile: str) -> None:
+    """Print what a profile offers: chapters and their parameters (the profile's value, else the template's), runs
+    and sweeps."""
+    from .chapters import runs
+
+    print(f"profiles: {', '.join(profiles.names())}  (shown: {profile})")
+    values = profiles.load(profile)
+    print("\nchapters (parameter = value under this profile):")
+    for nb in profiles.notebooks():
+        params = {**profiles.defaults(nb.stem), **values.get(nb.stem, {}), "profile": profile}
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items() if k != "profile")
+        print(f"  {nb.stem}: {shown or '(only profile)'}")
+    if profiles.EXPERIMENTS in values:
+        print("\nruns:")
+        for name, r in runs.runs(profile).items():
+            what = f"published {r.checkpoint.rsplit('/', 1)[-1]}" if r.checkpoint else \
+                f"{r.arch}-{r.channels}, {r.steps} steps of {r.batch_size}"
+            print(f"  {name}: {r.dataset} N = {r.n}, {what}")
+        print("\nsweeps:")
+        for name, members in runs.sweeps(profile).items():
+            print(f"  {name}: {', '.join(members)}")
+
+
 def _run(parser, args) -> int:
-    if args.command == "data":
+    if args.command == "list":
+        _list(args.profile)
+    elif args.command == "data":
         for split in ("train", "test"):
             print("fashion-mnist", split, *data.find_fashion_mnist(split))
     elif args.command == "assets":
-        from . import book_assets
+        from .chapters import assets
 
         try:
-            print(book_assets.fetch())
-        except book_assets.AssetError as exc:
+            print(assets.fetch())
+        except assets.AssetError as exc:
             raise ValueError(str(exc)) from None
     elif args.command == "train":
         try:
@@ -156,13 +191,22 @@ def _run(parser, args) -> int:
         return _train(args)
     else:
         try:
-            overrides = profiles.parse_overrides(args.overrides)
+            from .chapters.execute import parse_overrides
+
+            overrides = parse_overrides(args.overrides)
         except ValueError as exc:
             parser.error(str(exc))
-        profiles.execute(args.profile, args.out, args.only, force=args.force, overrides=overrides,
-                         keep_going=args.keep_going)
+        from .chapters.execute import execute
+
+        execute(args.profile, args.out, args.only, force=args.force, overrides=overrides,
+                keep_going=args.keep_going, timeout=args.timeout, progress=args.progress)
     return 0
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The ``gaussdiff`` command an installed package provides (the same as ``python -m gaussdiff_lib``)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()

@@ -1,9 +1,9 @@
 """Input validation shared by every denoiser, sampler and metric: clear errors instead of deep torch tracebacks."""
 from __future__ import annotations
 
-import math
 import numbers
 import os
+import warnings
 from typing import Sequence
 
 import torch
@@ -109,3 +109,28 @@ def as_device(device) -> torch.device:
                          f"{', built without CUDA' if torch.version.cuda is None else ''}); use device='cpu' or leave "
                          "device out")
     return dev
+
+
+def downloads_off(download_arg: bool | None) -> bool:
+    """Whether downloads are switched off: ``download=False``, or (``download=None``) ``GAUSSDIFF_OFFLINE`` set."""
+    if download_arg is not None:
+        return not download_arg
+    return os.environ.get("GAUSSDIFF_OFFLINE", "") not in ("", "0")
+
+
+def as_training_set(X: torch.Tensor, name: str = "X") -> torch.Tensor:
+    """A training set [N, C, H, W]: checked like any images, and for the two scalings people pass by mistake.
+    Pixel values 0 ... 255 (integers above 2) are refused; a set lying entirely in [0, 1] gets a warning. Other
+    ranges pass, since the kernels are exact for any data (synthetic Gaussians included)."""
+    if isinstance(X, torch.Tensor) and X.ndim == 4 and X.shape[0] == 0:
+        raise ValueError(f"{name} is an empty dataset (0 images); load at least one image")
+    X = as_images(X, name)
+    lo, hi = float(X.min()), float(X.max())
+    if hi > 2 and bool((X == X.round()).all()):
+        raise ValueError(f"{name} holds pixel values {lo:g} ... {hi:g}; gaussdiff expects images scaled to [-1, 1] "
+                         f"(the paper's x / 127.5 - 1); use gd.data.load, or scale with {name} / 127.5 - 1")
+    if lo >= 0 and 0 < hi <= 1 and X.shape[0] > 1:
+        warnings.warn(f"{name} lies in [0, 1] ({lo:g} ... {hi:g}); gaussdiff expects images in [-1, 1] (x * 2 - 1 for "
+                      "[0, 1] data), and results on [0, 1] data are not comparable to the paper's", UserWarning,
+                      stacklevel=3)
+    return X

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import __version__
+from ._version import __version__
 
 __all__ = ["cache_root", "make_dirs", "digest", "save_atomic", "load_verified", "write_text_atomic", "cached", "CorruptFileError"]
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from .cache import CorruptFileError
-from .data import _ArrayUnpickler
+from ._unpickling import ArrayUnpickler
 from .denoisers import EDMDenoiser
 from .edm_networks import SongUNet
 
@@ -139,7 +139,7 @@ _DTYPES = {name: value for name, value in vars(torch).items() if isinstance(valu
 
 
 class _EDMUnpickler(pickle.Unpickler):
-    ALLOWED = _ArrayUnpickler.ALLOWED
+    ALLOWED = ArrayUnpickler.ALLOWED
     """Resolves only tensor rebuilders, containers, dtypes and persistence records; refuses the rest."""
 
     _TORCH_UTILS = {"_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_parameter_with_state"}
@@ -161,8 +161,8 @@ class _EDMUnpickler(pickle.Unpickler):
             return _AttrDict
         if (module, name) == ("copyreg", "_reconstructor"):
             return _reconstructor
-        if (module, name) in _ArrayUnpickler.ALLOWED:  # numpy scalars/arrays (EDM stores np.float64 attributes)
-            return _ArrayUnpickler.find_class(self, module, name)
+        if (module, name) in ArrayUnpickler.ALLOWED:  # numpy scalars/arrays (EDM stores np.float64 attributes)
+            return ArrayUnpickler.find_class(self, module, name)
         if module.startswith("torch.nn.modules."):  # ModuleDict, ModuleList ...: kept as inert records
             return type(name, (Record,), {"__init__": lambda self: Record.__init__(self, name, "torch")})
         raise UnsafePickleError(
@@ -214,7 +214,8 @@ def _fetch(url: str, download: bool | None, sha256: str | None = None) -> Path:
     SHA-256 it had; on every later use the file is checked against that record (and against ``sha256`` when
     given), so a file edited, truncated or copied in from elsewhere is never taken for the download."""
     from .cache import write_text_atomic
-    from .data import _offline, download_file
+    from ._checks import downloads_off
+    from .data import download_file
 
     dest = download_path(url)
     record = dest.with_name(dest.name + ".source.json")
@@ -233,7 +234,7 @@ def _fetch(url: str, download: bool | None, sha256: str | None = None) -> Path:
                                    f"{meta.get('sha256')}); delete it and download it again")
         _check_sha256(dest, sha256, url)
         return dest
-    if _offline(download):
+    if downloads_off(download):
         raise FileNotFoundError(f"{url} is not in {dest.parent} and downloads are switched off "
                                 "(download=False or GAUSSDIFF_OFFLINE=1); download it elsewhere and pass the file's "
                                 "path instead of the URL")

@@ -13,7 +13,7 @@ reason. A :class:`Criterion` fixes, once per profile, how that is checked:
   moves by more than ``tolerance`` relative to its final value.
 
 The same noisy held-out inputs are used at every snapshot, so the changes are changes of the network, not of
-the sample. :func:`assess` is the pure decision; :mod:`gaussdiff_lib.experiments` runs it on a profile's runs.
+the sample. :func:`assess` is the pure decision; :mod:`gaussdiff_lib.chapters.models` runs it on a profile's runs.
 """
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ import hashlib
 import io
 import math
 import os
-import pickle
 import tarfile
 import tempfile
 import urllib.error
@@ -27,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ._checks import positive_int, show_progress
+from ._checks import downloads_off, positive_int, show_progress
+from ._unpickling import ArrayUnpickler
 
 __all__ = ["DATASETS", "load", "load_path", "load_any", "count_images", "subset", "read_idx", "find_fashion_mnist",
            "to_images", "READ_CHUNK", "describe"]
@@ -250,12 +250,6 @@ def download_file(url: str, dest: Path, md5: str | None, timeout: float = 20.0) 
             os.unlink(tmp)
 
 
-def _offline(download_arg: bool | None) -> bool:
-    if download_arg is not None:
-        return not download_arg
-    return os.environ.get("GAUSSDIFF_OFFLINE", "") not in ("", "0")
-
-
 # ------------------------------------------------------------------------------------- Fashion-MNIST
 
 def fashion_mnist_dirs(root: str | os.PathLike | None = None) -> list[Path]:
@@ -282,7 +276,7 @@ def find_fashion_mnist(split: str = "train", root=None, download: bool | None = 
         if all(found):
             return found[0], found[1]
     reason = "downloads are switched off (download=False or GAUSSDIFF_OFFLINE=1)"
-    if not _offline(download):
+    if not downloads_off(download):
         target = data_cache() / "fashion-mnist"
         try:
             paths = [download_file(FASHION_MNIST_URL + name, target / name, md5) for name, md5 in names]
@@ -322,37 +316,10 @@ def _load_digits(split: str, root=None, download: bool | None = None):
 
 # ---------------------------------------------------------------------------------------- CIFAR-10
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Accepts only what the CIFAR-10 batches contain: dicts, lists, bytes and numpy arrays. No code runs."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
-    }
-
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR-10 batch file")
-        if (module, name) == ("_codecs", "encode"):
-            import codecs
-            return codecs.encode
-        import numpy._core.multiarray as multiarray
-        import numpy._core.numeric as numeric
-        if name == "_reconstruct":
-            return multiarray._reconstruct
-        if name == "scalar":
-            return multiarray.scalar
-        if name == "_frombuffer":
-            return numeric._frombuffer
-        return getattr(np, name)
-
 
 def _cifar_batch(raw: bytes, what: str):
     try:
-        d = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        d = ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except Exception as exc:
         raise ValueError(f"{what} is not a CIFAR-10 python batch: {exc}") from exc
     d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
@@ -400,7 +367,7 @@ def _load_cifar10(split: str, root=None, download: bool | None = None):
                     (p.is_dir() and (p / "cifar-10-batches-py").is_dir()):
                 return read_cifar10(p, split)
     reason = "downloads are switched off (download=False or GAUSSDIFF_OFFLINE=1)"
-    if not _offline(download):
+    if not downloads_off(download):
         target = data_cache() / "cifar10" / "cifar-10-python.tar.gz"
         try:
             return read_cifar10(download_file(CIFAR10_URL, target, CIFAR10_MD5), split)

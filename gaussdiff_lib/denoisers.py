@@ -7,13 +7,12 @@ output has the dtype and shape of ``x``. All of them are interchangeable in samp
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 from torch import nn
 
 from . import cache as _cache
-from ._checks import as_images, as_sigma, image_shape_matches, positive_int
+from ._checks import as_images, as_sigma, as_training_set, image_shape_matches, positive_int
 
 __all__ = ["preconditioning", "PRECONDS", "check_precond", "vp_sigma", "vp_sigma_inv", "edm_scalings",
            "GaussianDenoiser", "EmpiricalDenoiser", "EDMDenoiser", "NetworkDenoiser"]
@@ -82,24 +81,6 @@ def edm_scalings(sigma: torch.Tensor, sigma_data: float = 0.5):
     return preconditioning("edm", sigma, sigma_data)
 
 
-def _flat_data(X: torch.Tensor, name: str = "X") -> torch.Tensor:
-    """A training set [N, C, H, W]: checked like any images, and for the two scalings people pass by mistake.
-    Pixel values 0 ... 255 (integers above 2) are refused; a set lying entirely in [0, 1] gets a warning. Other
-    ranges pass, since the kernels are exact for any data (synthetic Gaussians included)."""
-    if isinstance(X, torch.Tensor) and X.ndim == 4 and X.shape[0] == 0:
-        raise ValueError(f"{name} is an empty dataset (0 images); load at least one image")
-    X = as_images(X, name)
-    lo, hi = float(X.min()), float(X.max())
-    if hi > 2 and bool((X == X.round()).all()):
-        raise ValueError(f"{name} holds pixel values {lo:g} ... {hi:g}; gaussdiff expects images scaled to [-1, 1] "
-                         f"(the paper's x / 127.5 - 1); use gd.data.load, or scale with {name} / 127.5 - 1")
-    if lo >= 0 and 0 < hi <= 1 and X.shape[0] > 1:
-        warnings.warn(f"{name} lies in [0, 1] ({lo:g} ... {hi:g}); gaussdiff expects images in [-1, 1] (x * 2 - 1 for "
-                      "[0, 1] data), and results on [0, 1] data are not comparable to the paper's", UserWarning,
-                      stacklevel=3)
-    return X
-
-
 class GaussianDenoiser(nn.Module):
     """Wiener filter of a Gaussian N(mu, Sigma): D_G(x; sigma) = mu + U diag(l/(l+sigma^2)) U^T (x - mu).
 
@@ -147,7 +128,7 @@ class GaussianDenoiser(nn.Module):
     @staticmethod
     def statistics(X: torch.Tensor, device=None, chunk_size: int = 8192) -> dict:
         """Empirical mean and 1/N covariance eigendecomposition of X in float64 (streamed over chunks)."""
-        X = _flat_data(X)
+        X = as_training_set(X)
         n, d = X.shape[0], math.prod(X.shape[1:])
         device = torch.device(device) if device is not None else X.device
         total = torch.zeros(d, dtype=torch.float64, device=device)
@@ -174,7 +155,7 @@ class GaussianDenoiser(nn.Module):
         With ``cache=True`` the statistics are stored under :func:`gaussdiff_lib.cache.cache_root`,
         keyed by a hash of X, so refitting the same data costs one hash.
         """
-        X = _flat_data(X)
+        X = as_training_set(X)
         d = math.prod(X.shape[1:])
         if rank is not None:
             rank = positive_int(rank, "rank")
@@ -232,7 +213,7 @@ class EmpiricalDenoiser(nn.Module):
 
     def __init__(self, X: torch.Tensor, chunk_size: int = 4096, dtype: torch.dtype = torch.float64, device=None):
         super().__init__()
-        X = _flat_data(X)
+        X = as_training_set(X)
         self.chunk_size = positive_int(chunk_size, "chunk_size")
         self.shape = tuple(int(s) for s in X.shape[1:])
         data = X.reshape(X.shape[0], -1).to(device=device or X.device, dtype=dtype)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-__all__ = ["UNet", "ViT", "LinearNet", "build", "ARCHS"]
+__all__ = ["UNet", "ViT", "LinearNet", "build", "make", "ARCHS", "REGISTRY"]
 
 
 def _groups(ch: int) -> int:
@@ -275,22 +275,55 @@ class LinearNet(nn.Module):
         return (flat @ self.weight.T + self.bias).reshape(x.shape)
 
 
-#: every architecture a run may name (this UNet, EDM's NCSN++ and DDPM++, the ViT and the affine map)
-ARCHS = ("unet", "ncsnpp", "ddpmpp", "vit", "linear")
+def _songunet(arch: str):
+    def make(in_channels, resolution, channels, channel_mult, num_blocks, dropout, patch, seed):
+        from .edm_networks import build_songunet
+
+        return build_songunet(arch, in_channels, resolution, channels, channel_mult, num_blocks, dropout, seed=seed)
+
+    def rebuild(config, seed):
+        from .edm_networks import from_config
+
+        return from_config({"arch": arch, **config}, seed=seed)
+    return make, rebuild
+
+
+#: The one registry of architectures. Each name maps to a pair of functions (make a network from a run's fields,
+#: rebuild it from a stored ``.config``) for this project's UNet, EDM's NCSN++ and DDPM++, the ViT and the affine
+#: map of the linear DAE.
+REGISTRY: dict[str, tuple] = {
+    "unet": (lambda c_in, res, ch, mult, blocks, drop, patch, seed: UNet(c_in, ch, res, mult, blocks, drop, seed=seed),
+             lambda config, seed: UNet(**config, seed=seed)),
+    "ncsnpp": _songunet("ncsnpp"),
+    "ddpmpp": _songunet("ddpmpp"),
+    "vit": (lambda c_in, res, ch, mult, blocks, drop, patch, seed: ViT(c_in, res, width=ch, depth=blocks,
+                                                                       heads=max(1, ch // 16), patch=patch,
+                                                                       dropout=drop, seed=seed),
+            lambda config, seed: ViT(**config, seed=seed)),
+    "linear": (lambda c_in, res, ch, mult, blocks, drop, patch, seed: LinearNet(c_in, res, seed=seed),
+               lambda config, seed: LinearNet(**config, seed=seed)),
+}
+#: every architecture a run may name
+ARCHS = tuple(REGISTRY)
+
+
+def make(arch: str, in_channels: int, resolution: int, channels: int = 16, channel_mult=(1, 2), num_blocks: int = 1,
+         dropout: float = 0.0, patch: int = 2, seed: int = 0) -> nn.Module:
+    """A network of a registered architecture, initialised from ``seed``: ``channels`` is the channel size
+    (the ViT's width), ``num_blocks`` the blocks per resolution (the ViT's depth), ``patch`` the ViT's patch side;
+    the affine map uses none of them."""
+    if arch not in REGISTRY:
+        raise ValueError(f"unknown network architecture {arch!r}; expected one of {ARCHS}")
+    mult = tuple(int(m) for m in str(channel_mult).strip("()[] ").split(",")) if not isinstance(
+        channel_mult, (tuple, list)) else tuple(int(m) for m in channel_mult)
+    return REGISTRY[arch][0](int(in_channels), int(resolution), int(channels), mult, int(num_blocks), float(dropout),
+                             int(patch), seed)
 
 
 def build(config: dict, seed: int | None = None) -> nn.Module:
     """Rebuild a network from its ``.config`` (as stored in a run's ``options.json``)."""
     config = dict(config)
     arch = config.pop("arch", "unet")
-    if arch == "unet":
-        return UNet(**config, seed=seed)
-    if arch == "linear":
-        return LinearNet(**config, seed=seed)
-    if arch == "vit":
-        return ViT(**config, seed=seed)
-    if arch in ("ddpmpp", "ncsnpp"):  # EDM's own UNets (gaussdiff_lib.edm_networks)
-        from .edm_networks import from_config
-
-        return from_config({"arch": arch, **config}, seed=seed)
-    raise ValueError(f"unknown network architecture {arch!r} in a run's config; expected one of {ARCHS}")
+    if arch not in REGISTRY:
+        raise ValueError(f"unknown network architecture {arch!r} in a run's config; expected one of {ARCHS}")
+    return REGISTRY[arch][1](config, seed)

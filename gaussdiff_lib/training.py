@@ -33,8 +33,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import cache as _cache
-from ._checks import as_device, as_levels, image_shape_matches, positive_int, show_progress
-from .denoisers import (VE_SIGMA_MAX, VE_SIGMA_MIN, VP_EPSILON_T, EDMDenoiser, _flat_data, check_precond,
+from ._checks import as_device, as_levels, as_training_set, image_shape_matches, positive_int, show_progress
+from .denoisers import (VE_SIGMA_MAX, VE_SIGMA_MIN, VP_EPSILON_T, EDMDenoiser, check_precond,
                          vp_sigma)
 from .networks import UNet, build
 
@@ -44,6 +44,12 @@ __all__ = ["edm_loss", "training_sigma", "loss_weight", "ema_beta", "train", "tr
 #: EDM's EMA half-life in training images (500 kimg) and its ramp-up ratio (Karras et al. 2022, appendix F)
 EMA_HALFLIFE = 500_000.0
 EMA_RAMPUP = 0.05
+#: The one home of the training defaults: :func:`train` and a profile's runs (gaussdiff_lib.chapters.runs.Run)
+#: both start from these (Adam's learning rate, images per step, and the run length a run gets when its profile
+#: names none).
+DEFAULT_LR = 2e-3
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_STEPS = 2000
 
 
 def distributed(backend: str | None = None) -> tuple[int, int]:
@@ -132,7 +138,7 @@ def ema_beta(images_seen: int, batch_size: int, halflife: float = EMA_HALFLIFE,
     return 0.5 ** (batch_size / max(h, 1e-8))
 
 
-def _check_ema(ema, ema_rampup, batch_size: int) -> tuple[float, float | None]:
+def check_ema(ema, ema_rampup, batch_size: int) -> tuple[float, float | None]:
     try:
         ema = float(ema)
     except (TypeError, ValueError):
@@ -180,7 +186,7 @@ def _load_latest(run_dir: Path, key: str | None = None):
 
 
 @torch.enable_grad()  # callers (notebooks) may have switched autograd off
-def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr: float = 1e-3,
+def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = DEFAULT_BATCH_SIZE, lr: float = DEFAULT_LR,
           ema: float = EMA_HALFLIFE, ema_rampup: float | None = EMA_RAMPUP, run_dir: str | Path | None = None, seed: int = 0, warmup_steps: int | None = None,
           checkpoint_every: int = 500, snapshot_steps: Sequence[int] = (), sigma_data: float = 0.5,
           P_mean: float = -1.2, P_std: float = 1.2, fixed_sigma: float | None = None, precond: str = "edm",
@@ -217,12 +223,12 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = 64, lr:
     Returns:
         EDMDenoiser around the EMA network in eval mode, with ``.run_dir`` and ``.stats`` (the loss log).
     """
-    X = _flat_data(X)
+    X = as_training_set(X)
     image_shape_matches(X, (net.in_channels, net.resolution, net.resolution), "the network")
     steps, batch_size = positive_int(steps, "steps"), positive_int(batch_size, "batch_size")
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be finite and > 0, got {lr}")
-    ema, ema_rampup = _check_ema(ema, ema_rampup, batch_size)
+    ema, ema_rampup = check_ema(ema, ema_rampup, batch_size)
     warmup_steps = min(500, max(1, steps // 10)) if warmup_steps is None else max(1, int(warmup_steps))
     snapshot_steps = sorted({int(s) for s in snapshot_steps})
     if any(s < 1 or s > steps for s in snapshot_steps):

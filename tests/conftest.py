@@ -37,7 +37,7 @@ def smoke_book():
     built by Jupyter Book with warnings as errors (the executed notebooks stay there for nbval, the HTML for
     the browser test). Returns (executed notebooks, the build's CompletedProcess)."""
     import gaussdiff_lib as gd
-    from gaussdiff_lib import book_assets
+    from gaussdiff_lib.chapters import assets as book_assets
 
     if SRC.exists():
         shutil.rmtree(SRC)
@@ -49,7 +49,7 @@ def smoke_book():
     for folder in ("_ext", "_js"):
         shutil.copytree(ROOT / "book" / folder, SRC / "book" / folder)
     (SRC / ".assets").symlink_to(book_assets.fetch(quiet=True).parent, target_is_directory=True)
-    executed = gd.profiles.execute("smoke", SRC / "book")
+    executed = gd.chapters.execute.execute("smoke", SRC / "book")
     jb = Path(sys.executable).parent / "jupyter-book"
     build = subprocess.run([str(jb), "build", str(SRC), "--warningiserror", "--nitpick", "--keep-going"],
                            capture_output=True, text=True, timeout=900)

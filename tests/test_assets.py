@@ -5,7 +5,7 @@ import tarfile
 import pytest
 import yaml
 
-from gaussdiff_lib import book_assets
+from gaussdiff_lib.chapters import assets as book_assets
 from conftest import ROOT
 
 

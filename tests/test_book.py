@@ -39,7 +39,7 @@ def test_status_and_api_pages(smoke_book):
     assert status.count("papermill, profile smoke") == len(gd.profiles.notebooks()) and "❌" not in status
     api = (html / "api.html").read_text()
     for name in ("gaussdiff_lib.checkpoints.load_edm", "gaussdiff_lib.denoisers.GaussianDenoiser",
-                 "gaussdiff_lib.experiments.model", "gaussdiff_lib.linear_fit.fit_linear"):
+                 "gaussdiff_lib.chapters.models.model", "gaussdiff_lib.linear_fit.fit_linear"):
         assert f'id="{name}"' in api, f"{name} not documented"
 
 
@@ -59,7 +59,8 @@ def test_figures_are_captioned_and_referenced(smoke_book):
 
 def test_launch_buttons_open_the_templates(smoke_book):
     page = (SRC / "_build" / "html" / "book" / "gaussian_shadow.html").read_text()
-    assert "colab.research.google.com/github/gaussdiff/gaussdiff/blob/main/notebooks/gaussian_shadow.ipynb" in page
+    assert "colab.research.google.com/github/gaussdiff/gaussdiff/blob/main/gaussdiff_lib/chapters/notebooks/gaussian_shadow.ipynb" in page
     assert "mybinder.org/v2/gh/gaussdiff/gaussdiff/main" in page
     assert "blob/main/book/gaussian_shadow.ipynb" not in page
     assert "_sources/book/gaussian_shadow.ipynb" in page        # the download button: the executed notebook
+    assert "jupyter-stacks-datascience" not in page and 'repo: "gaussdiff/gaussdiff"' in page   # Thebe: this repo

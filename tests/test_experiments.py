@@ -9,6 +9,7 @@ import yaml
 import gaussdiff_lib as gd
 
 ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "gaussdiff_lib" / "chapters"          # chapter templates, profiles, shipped reports
 
 CONVERGENCE = {"every": 0.5, "window": 0.5, "images": 8}   # snapshots at half and at the end of these short runs
 PROFILE = {
@@ -33,13 +34,13 @@ PROFILE = {
 def project(tmp_path, monkeypatch):
     """A project folder with one profile 'tiny' (and the real notebooks) for gd.profiles.root()."""
     (tmp_path / "profiles").mkdir()
-    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    shutil.copytree(TEMPLATES / "notebooks", tmp_path / "notebooks")
     (tmp_path / "profiles" / "tiny.yml").write_text(yaml.safe_dump(PROFILE))
     monkeypatch.setenv("GAUSSDIFF_ROOT", str(tmp_path))
 
-    def write(section):
+    def write(section, chapters=None):
         section = {"convergence": CONVERGENCE, **section} if section else section
-        (tmp_path / "profiles" / "tiny.yml").write_text(yaml.safe_dump({"experiments": section}))
+        (tmp_path / "profiles" / "tiny.yml").write_text(yaml.safe_dump({"experiments": section, **(chapters or {})}))
     return write
 
 
@@ -233,8 +234,8 @@ def test_train_command_shards_partition_the_runs(project, monkeypatch, capsys):
     shares = [shard(names, f"{i}/3") for i in range(3)]
     assert sorted(sum(shares, [])) == sorted(names) and sum(map(len, shares)) == len(names)
     trained = []
-    monkeypatch.setattr(gd.experiments, "model", lambda r, profile, device=None, progress=None: trained.append(r))
-    monkeypatch.setattr(gd.experiments, "certificate", lambda r, profile, device=None, progress=None: {"converged": True})
+    monkeypatch.setattr(gd.chapters.models, "model", lambda r, profile, device=None, progress=None: trained.append(r))
+    monkeypatch.setattr(gd.chapters.models, "certificate", lambda r, profile, device=None, progress=None: {"converged": True})
     for i in range(2):
         assert main(["train", "--profile", "tiny", "--sweep", "sizes", "halves", "--shard", f"{i}/2"]) == 0
     assert sorted(trained) == ["n32", "n32-half2", "n64"]          # each run of the two sweeps once
@@ -331,18 +332,22 @@ def test_training_plan_and_memory_follow_their_formulas(project, tmp_path):
 def test_chapters_say_where_their_weights_come_from(project):
     # a profile naming every run and sweep the templates' defaults ask for; the first chapter's large run
     # is a published checkpoint
-    names, sweeps = set(), set()
-    for nb in gd.profiles.notebooks():
-        for key, value in gd.profiles.defaults(nb.stem).items():
+    names, sweeps, chapters = set(), set(), {}
+    cpu = yaml.safe_load((TEMPLATES / "profiles" / "cpu.yml").read_text())
+    for nb in gd.profiles.notebooks():                  # the run and sweep names the cpu profile gives each chapter
+        params = {**gd.profiles.defaults(nb.stem), **cpu.get(nb.stem, {})}
+        for key, value in params.items():
             if key in gd.experiments.RUN_PARAMETERS:
                 names.add(value)
+                chapters.setdefault(nb.stem, {})[key] = value
             elif key == "sweep" or key.endswith(("_sweep", "_pair")):
                 sweeps.add(value)
-    large = gd.profiles.defaults("gaussian_shadow")["large"]
+                chapters.setdefault(nb.stem, {})[key] = value
+    large = cpu["gaussian_shadow"]["large"]
     runs = {name: {"n": 16} for name in names | {"s1"}}
     runs[large] = {"n": 16, "checkpoint": "https://example.org/edm-ffhq-64x64-uncond-ve.pkl"}
     project({"defaults": {"dataset": "digits", "resolution": 8}, "runs": runs,
-             "sweeps": {name: ["s1"] for name in sweeps}})
+             "sweeps": {name: ["s1"] for name in sweeps}}, chapters)
     rows = {r["chapter"]: r for r in gd.experiments.chapter_networks("tiny")}
     assert rows["gaussian_shadow"]["weights"].startswith("NVIDIA checkpoint edm-ffhq-64x64-uncond-ve.pkl")
     assert rows["gaussian_shadow"]["runs"].startswith(large)

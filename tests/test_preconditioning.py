@@ -188,28 +188,28 @@ def test_vit_bad_sizes_are_clear():
 def test_profile_runs_take_precond_and_vit(tmp_path, monkeypatch):
     from gaussdiff_lib import experiments
 
-    r = experiments._make("v", "x", {"n": 8, "arch": "vit", "channels": 16, "num_blocks": 2, "patch": 4,
+    r = gd.chapters.runs._make("v", "x", {"n": 8, "arch": "vit", "channels": 16, "num_blocks": 2, "patch": 4,
                                       "resolution": 8, "fixed_sigma": 1.0})
-    net = experiments._network(r, torch.zeros(8, 1, 8, 8))
+    net = gd.chapters.models._network(r, torch.zeros(8, 1, 8, 8))
     assert isinstance(net, ViT) and net.config["patch"] == 4 and net.config["depth"] == 2
-    assert experiments._make("b", "x", {"n": 8, "precond": "VP"}).precond == "vp"
+    assert gd.chapters.runs._make("b", "x", {"n": 8, "precond": "VP"}).precond == "vp"
     with pytest.raises(ValueError, match="run 'b'.*unknown preconditioning"):
-        experiments._make("b", "x", {"n": 8, "precond": "subvp"})
+        gd.chapters.runs._make("b", "x", {"n": 8, "precond": "subvp"})
 
 
 def test_check_same_training_names_what_differs():
     from gaussdiff_lib import experiments
 
-    a = experiments._make("a", "x", {"n": 8})
-    b = experiments._make("b", "x", {"n": 8, "precond": "ve"})
-    c = experiments._make("c", "x", {"n": 8, "seed": 1})
+    a = gd.chapters.runs._make("a", "x", {"n": 8})
+    b = gd.chapters.runs._make("b", "x", {"n": 8, "precond": "ve"})
+    c = gd.chapters.runs._make("c", "x", {"n": 8, "seed": 1})
     text = experiments.check_same_training([a, b, c], vary=("precond", "seed"))
     assert "differing only in seed, precond" in text
     with pytest.raises(ValueError, match="differ only in \\['precond'\\], but seed differs"):
         experiments.check_same_training([a, b, c], vary=("precond",))
     with pytest.raises(ValueError, match="but n differs"):
-        experiments.check_same_training([a, experiments._make("d", "x", {"n": 16, "precond": "ve"})], vary=("precond",))
-    published = experiments._make("p", "x", {"n": 8, "precond": "ve", "arch": "ncsnpp", "checkpoint": "net.pkl"})
+        experiments.check_same_training([a, gd.chapters.runs._make("d", "x", {"n": 16, "precond": "ve"})], vary=("precond",))
+    published = gd.chapters.runs._make("p", "x", {"n": 8, "precond": "ve", "arch": "ncsnpp", "checkpoint": "net.pkl"})
     text = experiments.check_same_training([a, published], vary=("precond",))  # a checkpoint's network is its own
     assert "p is a published checkpoint" in text
 
@@ -217,16 +217,16 @@ def test_check_same_training_names_what_differs():
 def test_dae_labels_and_descriptions():
     from gaussdiff_lib import experiments
 
-    vit = [experiments._make(f"v{s}", "x", {"n": 8, "arch": "vit", "channels": 32, "num_blocks": 3, "patch": 4,
+    vit = [gd.chapters.runs._make(f"v{s}", "x", {"n": 8, "arch": "vit", "channels": 32, "num_blocks": 3, "patch": 4,
                                             "fixed_sigma": s}) for s in (0.5, 1.5)]
     assert experiments.dae_label(vit) == "ViT DAE"
     assert experiments.dae_description(vit) == "a ViT of width 32, 3 blocks, 4 × 4 patches"
-    nc = [experiments._make("n", "x", {"n": 8, "arch": "ncsnpp", "fixed_sigma": 1.0})]
+    nc = [gd.chapters.runs._make("n", "x", {"n": 8, "arch": "ncsnpp", "fixed_sigma": 1.0})]
     assert experiments.dae_label(nc) == "NCSN++ DAE" and experiments.dae_description(nc) == "an NCSN++ of channel size 16"
     with pytest.raises(ValueError, match="one architecture"):
         experiments.dae_label([*vit, *nc])
     with pytest.raises(ValueError, match="fixed_sigma"):
-        experiments.dae_label([experiments._make("d", "x", {"n": 8})])
+        experiments.dae_label([gd.chapters.runs._make("d", "x", {"n": 8})])
 
 
 def test_a_published_run_must_name_the_preconditioning_its_file_holds(monkeypatch):
@@ -236,9 +236,9 @@ def test_a_published_run_must_name_the_preconditioning_its_file_holds(monkeypatc
         return EDMDenoiser(gd.networks.UNet(1, 8, 8, (1, 2), seed=0), precond="ve")
 
     monkeypatch.setattr(checkpoints, "load_edm", fake_load)
-    ok = experiments._make("b", "x", {"n": 8, "precond": "ve", "checkpoint": "baseline.pkl"})
+    ok = gd.chapters.runs._make("b", "x", {"n": 8, "precond": "ve", "checkpoint": "baseline.pkl"})
     with pytest.warns(experiments.LicenseNotice):
         assert experiments.model(ok, device="cpu").precond == "ve"
-    wrong = experiments._make("e", "x", {"n": 8, "checkpoint": "baseline.pkl"})
+    wrong = gd.chapters.runs._make("e", "x", {"n": 8, "checkpoint": "baseline.pkl"})
     with pytest.warns(experiments.LicenseNotice), pytest.raises(ValueError, match="says precond: edm.*'ve'"):
         experiments.model(wrong, device="cpu")

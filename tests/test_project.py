@@ -15,35 +15,48 @@ import yaml
 import gaussdiff_lib as gd
 
 ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "gaussdiff_lib" / "chapters"          # chapter templates, profiles, shipped reports
 
 
-def _pyproject_pins():
+def _requirements(extras=("book", "test")):
+    from packaging.requirements import Requirement
+
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = list(meta["dependencies"])
-    for extra, items in meta["optional-dependencies"].items():
-        reqs += [r for r in items if not r.startswith("gaussdiff")]
-    return reqs
+    reqs = list(meta["dependencies"]) + [r for e in extras for r in meta["optional-dependencies"][e]]
+    return [Requirement(r) for r in reqs]
 
 
-def test_every_dependency_is_pinned_exactly():
-    for req in _pyproject_pins():
-        assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[\w.]+", req), f"{req} is not pinned with =="
-
-
-def test_environment_yml_mirrors_pyproject():
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    assert sorted(p for p in pip if not p.startswith("-e")) == sorted(_pyproject_pins())
-    assert "python=3.11" in env["dependencies"]
-
-
-def test_constraints_agree_with_pins():
+def _constraints() -> dict:
     lines = [ln.strip() for ln in (ROOT / "constraints.txt").read_text().splitlines()
              if ln.strip() and not ln.startswith("#")]
-    pinned = {ln.split("==")[0].lower().replace("_", "-"): ln.split("==")[1] for ln in lines}
-    for req in _pyproject_pins():
-        name, version = req.split("==")
-        assert pinned.get(name.lower().replace("_", "-")) == version, f"constraints.txt disagrees on {req}"
+    return {ln.split("==")[0].lower().replace("_", "-"): ln.split("==")[1] for ln in lines}
+
+
+def test_library_requirements_are_ranges_and_the_book_pins_each_inside_its_range():
+    """A wheel (pip install ., or from git on Colab) must not replace the torch or numpy already installed; the
+    book's exact versions are constraints.txt's, and every one of them must satisfy the library's range."""
+    pinned = _constraints()
+    for req in _requirements():
+        assert "==" not in str(req.specifier), f"{req}: the library states ranges; exact pins go in constraints.txt"
+        version = pinned.get(req.name.lower().replace("_", "-"))
+        assert version is not None, f"constraints.txt pins no {req.name}"
+        assert req.specifier.contains(version, prereleases=True), f"constraints.txt's {req.name}=={version} is outside {req}"
+
+
+def test_environment_files_apply_the_constraints():
+    def pip_lines(path):
+        env = yaml.safe_load(path.read_text())
+        assert "python=3.11" in env["dependencies"]
+        return next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+
+    conda = pip_lines(ROOT / "environment.yml")
+    assert "-c constraints.txt" in conda and "-e .[book,test]" in conda
+    binder = pip_lines(ROOT / "binder" / "environment.yml")
+    assert "-c ../constraints.txt" in binder
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in binder        # Binder gets a CPU torch
+    names = {r.name for r in _requirements(extras=("book",))}
+    assert names <= set(binder), f"binder/environment.yml lacks {sorted(names - set(binder))}"
+    assert os.access(ROOT / "binder" / "postBuild", os.X_OK)
 
 
 def _parameters(nb):
@@ -53,7 +66,7 @@ def _parameters(nb):
             for t in node.targets}
 
 
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((TEMPLATES / "notebooks").glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -67,6 +80,62 @@ def test_notebook_is_a_clean_template(path):
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_every_profile_sets_what_the_templates_leave_to_it(profile):
+    """A template's parameters left at None come from the profile (gd.profiles.fill), so each shipped profile must
+    set every one of them: editing `profile` in Jupyter then switches the chapter completely."""
+    for path in NOTEBOOKS:
+        left = [k for k, v in _parameters(json.loads(path.read_text())).items() if v is None]
+        missing = sorted(set(left) - set(gd.profiles.parameters(path.stem, profile)))
+        assert not missing, f"profile {profile} sets no {missing} for {path.stem}"
+        code = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"])
+        if left:
+            assert f'gd.profiles.fill("{path.stem}", globals())' in code, f"{path.stem} never fills them"
+
+
+def test_fill_takes_the_profile_s_values_and_keeps_what_was_set():
+    ns = {"profile": "smoke", "large": None, "small": "n512", "n_samples": None, "n_show": None, "n_explore": None,
+          "seed": 0, "device": "auto"}
+    got = gd.profiles.fill("gaussian_shadow", ns)
+    smoke = gd.profiles.parameters("gaussian_shadow", "smoke")
+    assert ns["large"] == smoke["large"] and ns["n_samples"] == smoke["n_samples"]
+    assert ns["small"] == "n512" and got["small"] == "n512"                 # set by hand: kept
+    ns = {"profile": "cpu", "large": None}
+    gd.profiles.fill("gaussian_shadow", ns)
+    assert ns["large"] == gd.profiles.parameters("gaussian_shadow", "cpu")["large"] != smoke["large"]
+    with pytest.raises(ValueError, match="must name a profile"):
+        gd.profiles.fill("gaussian_shadow", {"profile": None})
+    with pytest.raises(ValueError, match="unknown profile 'nope'"):
+        gd.profiles.fill("gaussian_shadow", {"profile": "nope"})
+
+
+def test_import_does_not_pull_in_pyplot_or_the_book_stack():
+    code = ("import sys, gaussdiff_lib as gd; bad = [m for m in ('matplotlib.pyplot', 'myst_nb', 'papermill', "
+            "'ipywidgets', 'gaussdiff_lib.chapters') if m in sys.modules]; print(bad); "
+            "gd.experiments.runs('smoke'); gd.profiles.names(); print('matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["[]", "False"], out.stdout
+
+
+def test_no_private_names_cross_modules_and_no_import_cycles():
+    """Modules import each other's public names only (shared helpers live in the private modules _checks,
+    _unpickling and _version), and the library never imports the book's machinery."""
+    lib = ROOT / "gaussdiff_lib"
+    for path in sorted(lib.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                for alias in node.names:
+                    assert not alias.name.startswith("_") or alias.name.startswith("__"), \
+                        f"{path.relative_to(ROOT)} imports {alias.name}"
+                if path.parent == lib and path.name not in ("__init__.py", "__main__.py", "experiments.py"):
+                    assert not (node.module or "").startswith("chapters"), \
+                        f"{path.relative_to(ROOT)}: the library imports the book's machinery"
+    assert "from . import __version__" not in (lib / "cache.py").read_text()
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 def test_profiles_set_only_existing_parameters(profile):
     prof = gd.profiles.load(profile)
     stems = {p.stem for p in NOTEBOOKS}
@@ -76,12 +145,14 @@ def test_profiles_set_only_existing_parameters(profile):
     for name, params in prof.items():
         if name == "experiments":
             continue
-        known = _parameters(json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text()))
+        known = _parameters(json.loads((TEMPLATES / "notebooks" / f"{name}.ipynb").read_text()))
         unknown = set(params) - set(known)
         assert not unknown, f"profile {profile} sets unknown parameters of {name}: {sorted(unknown)}"
+        cpu = gd.profiles.parameters(name, "cpu")
         for key, value in params.items():
-            assert type(value) is type(known[key]) or isinstance(known[key], float) and isinstance(value, int), \
-                f"{profile}/{name}: {key} = {value!r} has another type than the default {known[key]!r}"
+            ref = known[key] if known[key] is not None else cpu[key]     # left to the profile: the book's value
+            assert type(value) is type(ref) or isinstance(ref, float) and isinstance(value, int), \
+                f"{profile}/{name}: {key} = {value!r} has another type than {ref!r}"
         # run and sweep names, whether set by the profile or left at the template's default, must exist
         for key, value in {**known, **params}.items():
             if key in ("large", "small", "run", "reference"):
@@ -101,7 +172,7 @@ def test_toc_lists_every_notebook_and_page():
     for nb in NOTEBOOKS:
         assert f"book/{nb.stem}" in files, f"{nb.name} is not in _toc.yml"
     for f in files:
-        assert (ROOT / f"{f}.md").exists() or (ROOT / "notebooks" / f"{Path(f).name}.ipynb").exists(), f
+        assert (ROOT / f"{f}.md").exists() or (TEMPLATES / "notebooks" / f"{Path(f).name}.ipynb").exists(), f
 
 
 def test_readme_gives_the_two_commands():
@@ -117,9 +188,9 @@ def test_up_to_date_notebooks_are_not_re_executed(tmp_path, monkeypatch):
     nb = gd.profiles.notebooks()[0]
     params = {**gd.profiles.parameters(nb.stem, "smoke"), "profile": "smoke"}
     experiments = gd.profiles.load("smoke")["experiments"]
-    key = gd.profiles.execution_key(nb, params, experiments)
-    assert key != gd.profiles.execution_key(nb, {**params, "seed": 1}, experiments)
-    assert key != gd.profiles.execution_key(nb, params, {**experiments, "heldout": "elsewhere"})
+    key = gd.chapters.execute.execution_key(nb, params, experiments)
+    assert key != gd.chapters.execute.execution_key(nb, {**params, "seed": 1}, experiments)
+    assert key != gd.chapters.execute.execution_key(nb, params, {**experiments, "heldout": "elsewhere"})
     done = nbformat.v4.new_notebook(metadata={"gaussdiff": {"execution_key": key}})
     nbformat.write(done, tmp_path / nb.name)
     calls = []
@@ -129,19 +200,19 @@ def test_up_to_date_notebooks_are_not_re_executed(tmp_path, monkeypatch):
         nbformat.write(nbformat.v4.new_notebook(), target)
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
-    gd.profiles.execute("smoke", tmp_path, only=[nb.stem])
+    gd.chapters.execute.execute("smoke", tmp_path, only=[nb.stem])
     assert calls == []                                          # up to date: skipped
-    gd.profiles.execute("smoke", tmp_path, only=[nb.stem], force=True)   # forced: papermill is called
+    gd.chapters.execute.execute("smoke", tmp_path, only=[nb.stem], force=True)   # forced: papermill is called
     assert len(calls) == 1
 
 
 def test_parameter_overrides_reach_papermill(tmp_path, monkeypatch):
     import papermill
 
-    assert gd.profiles.parse_overrides(["dataset_size.sweep=halves", "dataset_size.n_show=3"]) == \
+    assert gd.chapters.execute.parse_overrides(["dataset_size.sweep=halves", "dataset_size.n_show=3"]) == \
         {"dataset_size": {"sweep": "halves", "n_show": 3}}
     with pytest.raises(ValueError, match="NOTEBOOK.PARAMETER=VALUE"):
-        gd.profiles.parse_overrides(["sweep=halves"])
+        gd.chapters.execute.parse_overrides(["sweep=halves"])
     calls = []
 
     def fake_execute(source, target, **kwargs):
@@ -149,10 +220,10 @@ def test_parameter_overrides_reach_papermill(tmp_path, monkeypatch):
         __import__("nbformat").write(__import__("nbformat").v4.new_notebook(), target)
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
-    gd.profiles.execute("smoke", tmp_path, only=["dataset_size"], overrides={"dataset_size": {"n_show": 3}})
+    gd.chapters.execute.execute("smoke", tmp_path, only=["dataset_size"], overrides={"dataset_size": {"n_show": 3}})
     assert calls[0]["n_show"] == 3 and calls[0]["profile"] == "smoke"
     with pytest.raises(ValueError, match="notebooks that do not exist"):
-        gd.profiles.execute("smoke", tmp_path, overrides={"nope": {"a": 1}})
+        gd.chapters.execute.execute("smoke", tmp_path, overrides={"nope": {"a": 1}})
 
 
 # ------------------------------------------------------------------ fault injection: the executor
@@ -167,14 +238,14 @@ def _no_papermill(monkeypatch):
 def test_a_mistyped_notebook_name_fails_before_anything_runs(tmp_path, monkeypatch, only, names):
     _no_papermill(monkeypatch)
     with pytest.raises(ValueError, match=f"no notebook named \\['{names}'\\]; the notebooks are .*strong_generalization"):
-        gd.profiles.execute("smoke", tmp_path, only=only)
+        gd.chapters.execute.execute("smoke", tmp_path, only=only)
 
 
 def test_a_mistyped_parameter_fails_before_anything_runs(tmp_path, monkeypatch):
     _no_papermill(monkeypatch)
     with pytest.raises(ValueError, match="--set sets parameters that gaussian_shadow does not have: \\['n_sampels'\\]; "
                                          "its parameters are .*'n_samples'"):
-        gd.profiles.execute("smoke", tmp_path, overrides={"gaussian_shadow": {"n_sampels": 8}})
+        gd.chapters.execute.execute("smoke", tmp_path, overrides={"gaussian_shadow": {"n_sampels": 8}})
 
 
 def test_name_with_ipynb_and_the_cli_exit_codes(tmp_path, monkeypatch, capsys):
@@ -187,7 +258,7 @@ def test_name_with_ipynb_and_the_cli_exit_codes(tmp_path, monkeypatch, capsys):
         __import__("nbformat").write(__import__("nbformat").v4.new_notebook(), target)
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
-    gd.profiles.execute("smoke", tmp_path, only=["scale.ipynb"])
+    gd.chapters.execute.execute("smoke", tmp_path, only=["scale.ipynb"])
     assert ran == ["scale"]
     from gaussdiff_lib.__main__ import main
 
@@ -210,11 +281,11 @@ def test_keep_going_runs_the_rest_and_names_the_failure(tmp_path, monkeypatch):
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
     three = ["dataset_size", "gaussian_shadow", "scale"]
     with pytest.raises(RuntimeError, match="cell 4 failed"):
-        gd.profiles.execute("smoke", tmp_path, only=three)
+        gd.chapters.execute.execute("smoke", tmp_path, only=three)
     assert ran == ["dataset_size", "gaussian_shadow"]           # stopped at the failure
     ran.clear()
     with pytest.raises(RuntimeError, match="1 of 3 notebooks failed: \\['gaussian_shadow'\\]"):
-        gd.profiles.execute("smoke", tmp_path, only=three, keep_going=True, force=True)
+        gd.chapters.execute.execute("smoke", tmp_path, only=three, keep_going=True, force=True)
     assert ran == three
 
 
@@ -231,7 +302,7 @@ def test_an_interrupted_execution_keeps_the_previous_notebook(tmp_path, monkeypa
 
     monkeypatch.setattr(papermill, "execute_notebook", killed)
     with pytest.raises(KeyboardInterrupt):
-        gd.profiles.execute("smoke", tmp_path, only=["scale"], force=True)
+        gd.chapters.execute.execute("smoke", tmp_path, only=["scale"], force=True)
     assert nbformat.read(tmp_path / "scale.ipynb", as_version=4).cells[0].source == "the previous good run"
     # the partial copy is a hidden file, which the shell's *.ipynb (nbval's argument) and the book leave out
     assert sorted(p.name for p in tmp_path.glob("*.ipynb")) == [".scale.partial.ipynb", "scale.ipynb"]
@@ -250,16 +321,16 @@ def test_snapshot_steps_named_by_notebooks_are_kept(profile):
 
 
 def test_execution_key_follows_the_files_a_notebook_depends_on(tmp_path, monkeypatch):
-    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
-    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
-    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
-    report = tmp_path / "benchmarks" / "results" / "a.json"
+    shutil.copytree(TEMPLATES / "notebooks", tmp_path / "notebooks")
+    shutil.copytree(TEMPLATES / "profiles", tmp_path / "profiles")
+    (tmp_path / "results").mkdir(parents=True)
+    report = tmp_path / "results" / "a.json"
     report.write_text("{}")
     monkeypatch.setenv("GAUSSDIFF_ROOT", str(tmp_path))
     scale, other = tmp_path / "notebooks" / "scale.ipynb", tmp_path / "notebooks" / "gaussian_shadow.ipynb"
-    before = [gd.profiles.execution_key(nb, {"profile": "cpu"}) for nb in (scale, other)]
+    before = [gd.chapters.execute.execution_key(nb, {"profile": "cpu"}) for nb in (scale, other)]
     report.write_text('{"device": "another card"}')
-    after = [gd.profiles.execution_key(nb, {"profile": "cpu"}) for nb in (scale, other)]
+    after = [gd.chapters.execute.execution_key(nb, {"profile": "cpu"}) for nb in (scale, other)]
     assert before[0] != after[0] and before[1] == after[1]
 
 
@@ -280,6 +351,7 @@ def test_workflows_follow_the_makefile():
     (["train", "--profile", "smoke", "--sweep", "nosuch"], "error: "),
     (["execute", "--profile", "nope"], "error: unknown profile 'nope'"),
     (["execute", "--set", "scale.n_sampels=8"], "error: "),
+    (["execute", "--profile", "smoke", "--timeout", "0"], "error: timeout is the most seconds one cell may run"),
 ])
 def test_cli_mistakes_are_one_line_and_exit_2(argv, msg, tmp_path):
     """Issue 13, item 10: every command's mistakes end in one line on stderr and exit status 2, no traceback."""
@@ -291,3 +363,25 @@ def test_cli_mistakes_are_one_line_and_exit_2(argv, msg, tmp_path):
     err = out.stderr.strip()
     assert out.returncode == 2, (out.returncode, err)
     assert err.startswith(msg) and "\n" not in err and "Traceback" not in err, err
+
+
+def test_glue_without_myst_nb_prints_what_the_prose_would_quote(monkeypatch, capsys):
+    """On Colab the book stack is missing: a chapter still runs, and shows each value where it is computed."""
+    monkeypatch.setitem(sys.modules, "myst_nb", None)          # import myst_nb now raises ImportError
+    assert gd.chapters.glue("rmse_large", "0.123", display=False) is None
+    assert capsys.readouterr().out.strip() == "rmse_large = 0.123"
+
+
+def test_a_template_switched_by_its_profile_parameter_alone_runs(tmp_path):
+    """papermill -p profile smoke (or editing `profile` in Jupyter) used to fail: the other defaults were the cpu
+    profile's run names. Now the parameters left at None follow the profile."""
+    import papermill
+
+    out = tmp_path / "training_time.ipynb"
+    papermill.execute_notebook(str(TEMPLATES / "notebooks" / "training_time.ipynb"), str(out),
+                               parameters={"profile": "smoke"}, kernel_name="python3", progress_bar=False,
+                               cwd=str(tmp_path))
+    nb = json.loads(out.read_text())
+    text = "".join("".join(o["text"]) for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream")
+    assert gd.profiles.parameters("training_time", "smoke")["run"] in text

@@ -482,7 +482,7 @@ def test_a_corrupt_snapshot_of_a_profile_run_is_rebuilt(tmp_path, monkeypatch):
     from gaussdiff_lib import experiments
 
     monkeypatch.setenv("GAUSSDIFF_CACHE", str(tmp_path))
-    r = experiments._make("s", "x", {"n": 16, "dataset": "digits", "resolution": 8, "channels": 8, "steps": 12,
+    r = gd.chapters.runs._make("s", "x", {"n": 16, "dataset": "digits", "resolution": 8, "channels": 8, "steps": 12,
                                      "batch_size": 8, "snapshots": [6]})
     first = experiments.model(r, snapshot=6, device="cpu", progress=False)
     snap = first.run_dir / "snapshot-00000006.pt"

@@ -18,7 +18,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from . import plotting
-from ._checks import as_images, as_levels
+from .._checks import as_images, as_levels
 
 __all__ = ["denoise_levels", "sigma_explorer", "trajectory_scrubber", "dataset_size_explorer", "slider_view"]
 
@@ -83,7 +83,7 @@ def sigma_explorer(denoisers: Mapping[str, torch.nn.Module], image: torch.Tensor
     needs ``sigmas`` among them."""
     import matplotlib.pyplot as plt
 
-    from .sampling import edm_sigmas
+    from ..sampling import edm_sigmas
 
     sigmas = [float(s) for s in (edm_sigmas(40)[:-1] if sigmas is None else sigmas)]
     levels = denoise_levels(denoisers, image, sigmas, seed)
@@ -119,7 +119,7 @@ def trajectory_scrubber(rows: Mapping[str, torch.Tensor], sigmas: Sequence[float
 
 
 def dataset_size_explorer(comparison, labels: Sequence[str] | None = None, n: int = 8):
-    """A slider over the models of an :class:`~gaussdiff_lib.experiments.Comparison` (e.g. training-set sizes
+    """A slider over the models of an :class:`~gaussdiff_lib.chapters.compare.Comparison` (e.g. training-set sizes
     N): their samples, the nearest training image of each, and the Gaussian samples of the same latents."""
     labels = list(labels or comparison.samples)
     missing = [lab for lab in labels if lab not in comparison.samples]

@@ -56,7 +56,7 @@ class AssetError(RuntimeError):
 def assets_dir() -> Path:
     """``.assets`` in the project folder (``$GAUSSDIFF_ASSETS`` overrides)."""
     env = os.environ.get("GAUSSDIFF_ASSETS")
-    return Path(env) if env else profiles.root() / ".assets"
+    return Path(env) if env else profiles.project() / ".assets"
 
 
 def _integrity(path: Path) -> str:
@@ -144,5 +144,5 @@ def fetch(dest: str | os.PathLike | None = None, quiet: bool = False) -> Path:
 
 def _own_scripts(out: Path):
     """This project's own small scripts for the built site (``book/_js``), copied beside the packages."""
-    for js in sorted((profiles.root() / "book" / "_js").glob("*.js")):
+    for js in sorted((profiles.project() / "book" / "_js").glob("*.js")):
         shutil.copy2(js, out / js.name)

@@ -1,12 +1,6 @@
-"""Profiles: named sets of notebook parameters (``profiles/<name>.yml``), and the book's executor.
-
-A profile maps a notebook name to the values that override its ``parameters`` cell; its reserved
-``experiments`` section names the trained networks the notebooks share (:mod:`gaussdiff_lib.experiments`).
-Three ship:
-``smoke`` (CI, about a minute a notebook), ``cpu`` (the book's default on a 2-core CPU) and
-``paper`` (the paper's settings, for a GPU). ``python -m gaussdiff_lib execute --profile cpu
---out book`` executes every notebook in ``notebooks/`` with papermill into ``book/``.
-"""
+"""The book's executor: every chapter template run with papermill under a profile into an output folder
+(``python -m gaussdiff_lib execute --profile cpu --out book``), each notebook re-executed only when its
+template, parameters, named runs or the library's source changed."""
 from __future__ import annotations
 
 import os
@@ -15,70 +9,21 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["root", "names", "load", "parameters", "defaults", "execute", "parse_overrides", "EXPERIMENTS"]
+from .profiles import EXPERIMENTS, defaults, load, notebooks, root
 
-EXPERIMENTS = "experiments"  # the reserved profile key holding the named runs
-
-
-def root() -> Path:
-    """The project folder holding ``profiles/`` and ``notebooks/`` (``$GAUSSDIFF_ROOT`` overrides)."""
-    env = os.environ.get("GAUSSDIFF_ROOT")
-    return Path(env) if env else Path(__file__).resolve().parent.parent
-
-
-def names() -> list[str]:
-    return sorted(p.stem for p in (root() / "profiles").glob("*.yml"))
-
-
-def load(profile: str) -> dict:
-    """The whole profile: {notebook name: {parameter: value}}."""
-    path = root() / "profiles" / f"{profile}.yml"
-    if not path.exists():
-        raise ValueError(f"unknown profile {profile!r}; choose one of {names()}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise ValueError(f"{path} must map notebook names to parameter maps")
-    return data
-
-
-def parameters(notebook: str, profile: str) -> dict:
-    """The parameters a profile sets for one notebook (empty: the notebook's own defaults)."""
-    if notebook == EXPERIMENTS:
-        raise ValueError(f"{EXPERIMENTS!r} is the profile's section of named runs, not a notebook")
-    return dict(load(profile).get(notebook, {}))
-
-
-def notebooks() -> list[Path]:
-    return sorted((root() / "notebooks").glob("*.ipynb"))
-
-
-def defaults(notebook: str) -> dict:
-    """The values of a notebook template's ``parameters`` cell (literal assignments)."""
-    import ast
-    import json
-
-    path = root() / "notebooks" / f"{notebook}.ipynb"
-    if not path.exists():
-        raise ValueError(f"no notebook {notebook!r}; the notebooks are {[p.stem for p in notebooks()]}")
-    cells = json.loads(path.read_text())["cells"]
-    cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
-    if cell is None:
-        return {}
-    tree = ast.parse("".join(cell["source"]))
-    return {t.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
-            for t in node.targets}
+__all__ = ["execute", "execution_key", "parse_overrides"]
 
 
 def execution_key(nb: Path, params: dict, experiments: dict | None = None) -> str:
     """Hash of what an executed notebook depends on: its template, its parameters, the profile's named
     runs, the library's source, and the files its metadata lists under ``gaussdiff.depends`` (globs relative
-    to the project root, e.g. the measured benchmark reports the scale page reads)."""
+    to :func:`~gaussdiff_lib.chapters.profiles.root`, e.g. the measured reports the scale page reads)."""
     import json
 
-    from .cache import digest
+    from ..cache import digest
 
-    lib = Path(__file__).resolve().parent
-    sources = {p.name: p.read_text() for p in sorted(lib.glob("*.py"))}
+    lib = Path(__file__).resolve().parents[1]
+    sources = {str(p.relative_to(lib)): p.read_text() for p in sorted(lib.rglob("*.py"))}
     depends = json.loads(nb.read_text()).get("metadata", {}).get("gaussdiff", {}).get("depends", [])
     extra = {str(p.relative_to(root())): p.read_text() for pattern in depends for p in sorted(root().glob(pattern))}
     return digest(nb.read_text(), params, experiments or {}, sources, extra)
@@ -109,8 +54,13 @@ def _check_parameters(stem: str, params: dict, where: str) -> None:
 
 
 def execute(profile: str, out: str | Path, only: list[str] | None = None, timeout: int = 3600,
-            force: bool = False, overrides: dict[str, dict] | None = None, keep_going: bool = False) -> list[Path]:
+            force: bool = False, overrides: dict[str, dict] | None = None, keep_going: bool = False,
+            progress: bool | None = None) -> list[Path]:
     """Execute each notebook template with papermill under ``profile`` into ``out`` (one .ipynb each).
+
+    ``timeout`` is the most seconds one cell may run (a cell past it fails its notebook). ``progress`` shows a
+    bar of the notebook's cells on stderr (None: when stderr is a terminal); either way each notebook's start
+    and end are printed with its time.
 
     A notebook whose executed copy in ``out`` was made from the same template, parameters and library
     source is left as it is (``force=True`` re-executes it); trained models are cached separately.
@@ -123,6 +73,8 @@ def execute(profile: str, out: str | Path, only: list[str] | None = None, timeou
     ``RuntimeError`` at the end names the failed ones. Executed notebooks are written under a temporary name and
     moved into place only when complete, so an interrupted run leaves the previous good copy as it was.
     """
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
+        raise ValueError(f"timeout is the most seconds one cell may run, a positive integer; got {timeout!r}")
     out = Path(out)
     prof = load(profile)
     stems = {p.stem for p in notebooks()}
@@ -153,7 +105,7 @@ def execute(profile: str, out: str | Path, only: list[str] | None = None, timeou
         for nb in chosen:
             params = {**prof.get(nb.stem, {}), **overrides.get(nb.stem, {}), "profile": profile}
             try:
-                done.append(_execute_one(nb, out / nb.name, params, timeout, force, prof.get(EXPERIMENTS)))
+                done.append(_execute_one(nb, out / nb.name, params, timeout, force, prof.get(EXPERIMENTS), progress))
             except Exception as exc:
                 if not keep_going:
                     raise
@@ -171,9 +123,21 @@ def execute(profile: str, out: str | Path, only: list[str] | None = None, timeou
     return done
 
 
-def _execute_one(nb: Path, target: Path, params: dict, timeout: int, force: bool, experiments=None) -> Path:
+def _execute_one(nb: Path, target: Path, params: dict, timeout: int, force: bool, experiments=None,
+                 progress: bool | None = None) -> Path:
+    import logging
+    import sys
+
     import nbformat
     import papermill as pm
+
+    # papermill and the kernel client log at INFO (each cell, the kernel's start and stop); the executor's own
+    # lines and the progress bar say what is happening
+    for name in ("papermill", "traitlets", "nbclient"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    bar = {"desc": f"[{params['profile']}] {nb.stem}", "unit": "cell", "leave": False, "file": sys.stderr} if show \
+        else False
 
     key = execution_key(nb, params, experiments)
     if not force and target.exists():
@@ -188,7 +152,7 @@ def _execute_one(nb: Path, target: Path, params: dict, timeout: int, force: bool
     print(f"[{params['profile']}] {nb.name} ...", flush=True)
     partial = target.with_name(f".{target.stem}.partial.ipynb")  # hidden from *.ipynb globs and the book
     pm.execute_notebook(str(nb), str(partial), parameters=params, kernel_name="python3",
-                        cwd=str(root()), progress_bar=False, execution_timeout=timeout)
+                        cwd=os.getcwd(), progress_bar=bar, execution_timeout=timeout)
     # the parameter cells are kept for the record, folded away in the rendered page
     doc = nbformat.read(partial, as_version=4)
     for cell in doc.cells:

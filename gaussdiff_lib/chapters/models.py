@@ -1,0 +1,243 @@
+"""Train or load the runs of a profile (:mod:`gaussdiff_lib.chapters.runs`), and certify their convergence.
+
+:func:`model` trains a run into the cache (or loads it, or NVIDIA's published weights for a run with a
+``checkpoint``); :func:`certificate` measures whether it converged by its profile's criterion
+(:mod:`gaussdiff_lib.convergence`) and stores the result beside the weights.
+"""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from .._checks import as_device, show_progress
+from .runs import Run, as_run, heldout_set, section, sweep, training_set
+
+__all__ = ["model", "models", "gaussian", "certificate", "certificates", "train_job", "convergence_rows",
+           "convergence_sentence", "LicenseNotice"]
+
+
+def _network(r: Run, X: torch.Tensor):
+    """The run's network, initialised from its seed, sized for its images X."""
+    from ..networks import make
+
+    return make(r.arch, int(X.shape[1]), int(X.shape[-1]), r.channels, r.channel_mult, r.num_blocks, r.dropout,
+                r.patch, seed=r.seed)
+
+
+def model(r: Run | str, profile: str | None = None, snapshot: int | None = None, device=None,
+          progress: bool | None = None, X: torch.Tensor | None = None):
+    """Train a run, or load it from the cache, and return its EMA denoiser (an ``EDMDenoiser``).
+
+    Args:
+        r: a run name (with ``profile``) or a :class:`~gaussdiff_lib.chapters.runs.Run`.
+        snapshot: a step listed in the run's ``snapshots``: the EMA weights at that step.
+        device: where to train and evaluate (default: CUDA when present).
+        progress: show the training progress bar (None: unless ``$GAUSSDIFF_PROGRESS`` is 0).
+        X: the run's training set when the caller already holds it (skips reloading).
+
+    The result carries ``.run`` (this :class:`~gaussdiff_lib.chapters.runs.Run`), ``.step`` and ``.epoch`` besides the training log.
+    """
+    from ..training import default_device, load_run, train
+
+    r = as_run(r, profile)
+    if snapshot is not None and int(snapshot) not in (*r.kept_steps, r.steps):
+        raise ValueError(f"run {r.name!r} keeps snapshots at steps {list(r.kept_steps) or 'none'}, not {snapshot}; "
+                         "add the step to its 'snapshots' in the profile")
+    if snapshot is not None and int(snapshot) == r.steps:
+        snapshot = None
+    device = as_device(device) if device is not None else default_device()
+    if r.checkpoint:
+        return _published(r, device)
+    if X is not None and X.shape[0] != r.n:
+        raise ValueError(f"X holds {X.shape[0]} images but run {r.name!r} trains on n = {r.n}; pass the run's own "
+                         "training set (gd.experiments.training_set) or leave X out")
+    X = training_set(r) if X is None else X
+    def train_or_load():  # a fresh network each time: the run's key is that of its initial weights
+        return train(_network(r, X), X, steps=r.steps, batch_size=r.batch_size, lr=r.lr, ema=r.ema, seed=r.seed,
+                     snapshot_steps=r.kept_steps, fixed_sigma=r.fixed_sigma, precond=r.precond, device=device,
+                     progress=progress, cache=True)
+
+    den = train_or_load()
+    if snapshot is not None:
+        from ..cache import CorruptFileError
+
+        stats = den.stats
+        try:
+            den = load_run(den.run_dir, snapshot=int(snapshot), device=device)
+        except CorruptFileError as exc:  # removed, then rebuilt by training to that step again
+            import warnings
+
+            warnings.warn(f"{exc}; rebuilding it", RuntimeWarning, stacklevel=2)
+            (den.run_dir / f"snapshot-{int(snapshot):08d}.pt").unlink()
+            train_or_load()
+            den = load_run(den.run_dir, snapshot=int(snapshot), device=device)
+        den.stats = [s for s in stats if s["step"] <= int(snapshot)]
+    den.run = r
+    den.step = r.steps if snapshot is None else int(snapshot)
+    den.epoch = r.epoch(den.step)
+    return den
+
+
+class LicenseNotice(UserWarning):
+    """Shown when a chapter uses weights published under another licence."""
+
+
+def _published(r: Run, device):
+    import warnings
+
+    from ..checkpoints import LICENSE_NOTE, load_edm
+
+    warnings.warn(f"run {r.name!r} uses NVIDIA's published network {r.checkpoint}. {LICENSE_NOTE}", LicenseNotice,
+                  stacklevel=3)
+    den = load_edm(r.checkpoint, device=device, sha256=r.checkpoint_sha256 or None)
+    if den.precond != r.precond:
+        raise ValueError(f"run {r.name!r} says precond: {r.precond}, but {r.checkpoint} holds a model with "
+                         f"{den.precond!r} preconditioning; correct the run's precond in profiles/{r.profile}.yml")
+    den.run, den.step, den.epoch, den.stats = r, None, None, []
+    return den
+
+
+def models(names, profile: str, device=None, progress: bool | None = None) -> dict:
+    """{name: denoiser} for a list of run names (or a sweep's name), training what is not cached yet."""
+    if isinstance(names, str):
+        names = sweep(names, profile)
+    names = list(names)
+    out = {}
+    bar = tqdm(names, desc="runs", disable=not show_progress(progress) or len(names) < 2, leave=False)
+    for name in bar:
+        bar.set_postfix_str(name)
+        out[name] = model(name, profile, device=device, progress=progress)
+    return out
+
+
+def gaussian(r: Run | str, profile: str | None = None, device=None, X: torch.Tensor | None = None):
+    """The Gaussian denoiser D_G of a run's training set (cached statistics)."""
+    from ..denoisers import GaussianDenoiser
+
+    r = as_run(r, profile)
+    return GaussianDenoiser.from_data(training_set(r) if X is None else X, device=device, cache=True)
+
+
+
+# ------------------------------------------------------------------------------- convergence
+def certificate(r: Run | str, profile: str | None = None, device=None, progress: bool | None = None) -> dict:
+    """Whether a run converged by its profile's criterion (:mod:`gaussdiff_lib.convergence`), with the evidence.
+
+    Trains or loads the run, measures the held-out loss and RMSE(D_theta, D_G) over intermediate sigma at each of
+    the criterion's snapshots, and returns {"run", "n", "steps", "epochs", "points" (one dict per measured step),
+    "changes" (largest relative change of each measure over the window), "converged", "window", "tolerance"}.
+    The result is stored beside the run's weights, so it is computed once. Runs that load published weights
+    return ``converged = None`` (trained elsewhere; not assessed here).
+    """
+    import json
+
+    from .. import cache as _cache
+    from ..convergence import assess, measure
+
+    r = as_run(r, profile)
+    base = {"run": r.name, "n": r.n, "steps": r.steps, "epochs": None if r.checkpoint else r.epochs}
+    if r.checkpoint or r.convergence is None:
+        return {**base, "points": [], "changes": {}, "converged": None, "window": [], "tolerance": None}
+    crit = r.convergence
+    X = training_set(r)
+    final = model(r, device=device, progress=progress, X=X)
+    held_spec = {"profile_heldout": section(r.profile).get("heldout") or "", "dataset": r.dataset,
+                 "resolution": r.resolution, "criterion": crit.as_dict(), "fixed_sigma": r.fixed_sigma}
+    key = _cache.digest(held_spec, [s for s in r.measured_steps])
+    path = final.run_dir / f"convergence-{key[:16]}.json"
+    if path.exists():
+        try:
+            return {**base, **json.loads(path.read_text())}
+        except ValueError:
+            path.unlink()  # a file cut short: measure again
+    held = heldout_set(r.profile, crit.images, seed=crit.seed, resolution=r.resolution, dataset=r.dataset)
+    G = gaussian(r, X=X, device=device)
+    points = []
+    with torch.no_grad():
+        for step in r.measured_steps:
+            D = final if step == r.steps else model(r, snapshot=step, device=device, X=X)
+            points.append({"step": step, "epoch": r.epoch(step),
+                           **measure(D, G, held, fixed_sigma=r.fixed_sigma, seed=crit.seed)})
+    result = {"points": points, **assess(points, crit, r.steps)}
+    _cache.write_text_atomic(path, json.dumps(result, indent=1))
+    return {**base, **result}
+
+
+def train_job(job: tuple) -> tuple[str, float, object]:
+    """Train (or load) one run and certify it: ``job = (profile, name, device, threads)``; returns (name,
+    seconds, converged). The unit of work of ``python -m gaussdiff_lib train --jobs k`` (a module-level
+    function, so worker processes can import it)."""
+    import time
+
+    profile, name, device, threads = job
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.time()
+    model(name, profile, device=device, progress=False)
+    cert = certificate(name, profile, device=device, progress=False)
+    return name, time.time() - t0, cert["converged"]
+
+
+def certificates(names, profile: str, device=None, progress: bool | None = None) -> list[dict]:
+    """:func:`certificate` of each run (a list of names, or a sweep's name)."""
+    if isinstance(names, str):
+        names = sweep(names, profile)
+    return [certificate(n, profile, device=device, progress=progress) for n in dict.fromkeys(names)]
+
+
+def convergence_rows(certs: list[dict]) -> list[dict]:
+    """One table row per certificate: run, N, steps, epochs, the last-window changes, converged yes/no."""
+    rows = []
+    for c in certs:
+        changes = c["changes"]
+        rows.append({"run": c["run"], "N": f"{c['n']:,}", "steps": f"{c['steps']:,}",
+                     "epochs": "" if c["epochs"] is None else f"{c['epochs']:,.0f}",
+                     "Δ held-out loss": f"{100 * changes['heldout_loss']:.1f}%" if changes else "",
+                     "Δ RMSE(θ, G)": f"{100 * changes['rmse_gaussian']:.1f}%" if changes else "",
+                     "converged": {True: "yes", False: "no", None: "published weights"}[c["converged"]]})
+    return rows
+
+
+_MEASURE_NAMES = {"heldout_loss": "held-out loss", "rmse_gaussian": "RMSE(D_θ, D_G)"}
+
+
+def _drift(c: dict) -> str:
+    """How an unconverged run is still moving: each measure over its tolerance and the sign of its change."""
+    pts = {p["step"]: p for p in c["points"]}
+    first, last = (pts.get(s) for s in (c["window"][0], c["window"][-1]))
+    parts = []
+    for m, change in c["changes"].items():
+        if change <= c["tolerance"]:
+            continue
+        word = "moves"
+        if first is not None and last is not None:
+            word = "still rises" if last[m] > first[m] else "still falls"
+        parts.append(f"{_MEASURE_NAMES[m]} {word}")
+    return f"{c['run']} ({100 * max(c['changes'].values()):.0f}%, {' and '.join(parts)})"
+
+
+def convergence_sentence(certs: list[dict]) -> str:
+    """Computed prose on the convergence of a chapter's runs: all converged, or which did not, by how much and in
+    which direction they were still moving (a rising held-out loss means a run still memorizing its data, so its
+    memorization is, if anything, understated)."""
+    trained = [c for c in certs if c["converged"] is not None]
+    if not trained:
+        return "This chapter uses published weights only; their convergence is not assessed here."
+    tol = trained[0]["tolerance"]
+    window = trained[0]["window"]
+    share = (window[-1] - window[0]) / window[-1] if window[-1] else 0
+    bad = [c for c in trained if not c["converged"]]
+    crit = (f"neither the held-out loss nor RMSE(D_θ, D_G) over intermediate σ moves by more than {100 * tol:.0f}% "
+            f"over the last {100 * share:.0f}% of training")
+    if not bad:
+        return f"All {len(trained)} trained networks of this chapter meet the convergence criterion: {crit}."
+    text = (f"{len(bad)} of the {len(trained)} trained networks of this chapter do not meet the convergence criterion "
+            f"({crit}): {'; '.join(_drift(c) for c in bad)}.")
+    rising = [c for c in bad if "held-out loss still rises" in _drift(c)]
+    if rising and len(rising) == len(bad):
+        text += (" A held-out loss that still rises is a network still memorizing its training set: at its end point "
+                 "it would copy more, not less, so its memorization is understated here, not overstated.")
+    else:
+        text += " Their numbers describe networks still in training, not their end points."
+    return text
+

@@ -1,0 +1,74 @@
+"""The library installed from a wheel, used from a folder that is not the repository: the chapter templates,
+profiles and measured reports ship as package data, and the executor runs a chapter with them."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The wheel built from this checkout, unpacked as pip would install a pure-Python wheel."""
+    dist = tmp_path_factory.mktemp("dist")
+    source = tmp_path_factory.mktemp("source") / "gaussdiff"      # built from a copy: no build/ left in the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "_build", ".cache", ".assets", "build",
+                                                                "*.egg-info", "__pycache__", "book"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                            "--wheel-dir", str(dist), str(source)], capture_output=True, text=True, timeout=600)
+    if built.returncode != 0 and "No module named pip" in built.stderr:
+        pytest.skip("this interpreter has no pip to build the wheel with")
+    assert built.returncode == 0, built.stderr[-3000:]
+    wheel = next(dist.glob("gaussdiff-*.whl"))
+    site = tmp_path_factory.mktemp("site")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        z.extractall(site)
+    return wheel, names, site
+
+
+def _run(site, cwd, *args, timeout=600):
+    env = {**os.environ, "PYTHONPATH": str(site), "GAUSSDIFF_PROGRESS": "0"}
+    env.pop("GAUSSDIFF_ROOT", None)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_wheel_ships_templates_profiles_and_reports(installed):
+    wheel, names, _ = installed
+    for profile in ("smoke", "cpu", "paper"):
+        assert f"gaussdiff_lib/chapters/profiles/{profile}.yml" in names
+    templates = {n for n in names if n.startswith("gaussdiff_lib/chapters/notebooks/") and n.endswith(".ipynb")}
+    assert {Path(n).stem for n in templates} == {p.stem for p in (ROOT / "gaussdiff_lib/chapters/notebooks").glob("*.ipynb")}
+    assert "gaussdiff_lib/chapters/results/paper_throughput_h200.json" in names
+    meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    with zipfile.ZipFile(wheel) as z:
+        requires = [ln for ln in z.read(meta).decode().splitlines() if ln.startswith("Requires-Dist: torch")]
+    assert requires and "==" not in requires[0], requires       # a range: Colab's torch stays
+
+
+def test_an_installed_library_runs_a_chapter_from_any_folder(installed, tmp_path):
+    _, _, site = installed
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    where = _run(site, work, "-c", "import gaussdiff_lib as gd; print(gd.__file__); print(gd.profiles.names())")
+    assert where.returncode == 0, where.stderr
+    path, names = where.stdout.splitlines()[:2]
+    assert Path(path).is_relative_to(site) and names == "['cpu', 'paper', 'smoke']", where.stdout
+    listed = _run(site, work, "-m", "gaussdiff_lib", "list", "--profile", "smoke")
+    assert listed.returncode == 0 and "scale: target='paper'" in listed.stdout, listed.stderr
+    done = _run(site, work, "-m", "gaussdiff_lib", "execute", "--profile", "smoke", "--only", "scale", "--out",
+                "chapters")
+    assert done.returncode == 0, done.stderr[-3000:]
+    executed = json.loads((work / "chapters" / "scale.ipynb").read_text())
+    assert executed["metadata"]["gaussdiff"]["profile"] == "smoke"
+    errors = [o for c in executed["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+    version = _run(site, work, "-m", "gaussdiff_lib", "--version")
+    assert version.stdout.strip().startswith("gaussdiff ")
