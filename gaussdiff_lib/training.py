@@ -191,7 +191,8 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = DEFAULT
           checkpoint_every: int = 500, snapshot_steps: Sequence[int] = (), sigma_data: float = 0.5,
           P_mean: float = -1.2, P_std: float = 1.2, fixed_sigma: float | None = None, precond: str = "edm",
           device=None, progress: bool | None = None, cache: bool = False, log_every: int = 50,
-          until: int | None = None) -> EDMDenoiser:
+          until: int | None = None, accumulate: int = 1, precision: str | None = None, tf32: bool | None = None,
+          compile: bool = False) -> EDMDenoiser:
     """Train ``net`` as an EDM denoiser on images X and return the EMA model, wrapped in
     :class:`~gaussdiff_lib.denoisers.EDMDenoiser`.
 
@@ -214,6 +215,14 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = DEFAULT
         cache: keep the run under ``cache_root()/runs/<key>`` and return it at once when already finished.
         device: where to train (default: CUDA when present, else CPU).
         progress: show a progress bar (None: unless ``$GAUSSDIFF_PROGRESS`` is 0).
+        accumulate: split each step's batch into this many micro-batches whose gradients are summed before the
+            step, so a batch that does not fit the device at once still trains (the channel-128 runs at batch 256
+            on one 80 GB card). The noise levels and noise are drawn for the whole batch and sliced, so without
+            dropout the step is the same as one batch, up to float rounding; it does not enter the run's key.
+        precision: "fp32", or "bf16" (the forward and loss under bfloat16 autocast, weights, optimizer and EMA in
+            float32). None: "bf16" on CUDA, "fp32" elsewhere. "bf16" enters the run's key.
+        tf32: TensorFloat-32 matmuls and convolutions on CUDA (None: on with CUDA). Enters the key when on.
+        compile: run the network through ``torch.compile`` (off by default: it pays a compile time per process).
         until: stop after this step, keeping a checkpoint there, and return the EMA weights reached; a
             later call with the same arguments continues (training in chunks, e.g. under a job time limit).
 
@@ -240,6 +249,14 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = DEFAULT
     if batch_size % world:
         raise ValueError(f"batch_size {batch_size} does not split evenly over {world} processes; "
                          f"use a multiple of {world}")
+    accumulate = positive_int(accumulate, "accumulate")
+    if (batch_size // world) % accumulate:
+        raise ValueError(f"accumulate = {accumulate} micro-batches must divide the batch of {batch_size // world} "
+                         f"images{' per process' if world > 1 else ''}; choose a divisor")
+    precision = ("bf16" if device.type == "cuda" else "fp32") if precision is None else str(precision).lower()
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16' (or None: bf16 on CUDA), got {precision!r}")
+    tf32 = (device.type == "cuda") if tf32 is None else bool(tf32)
     options = dict(steps=steps, batch_size=batch_size, lr=float(lr), ema=ema, ema_rampup=ema_rampup, seed=int(seed),
                    warmup_steps=warmup_steps, sigma_data=float(sigma_data), P_mean=float(P_mean), P_std=float(P_std),
                    snapshot_steps=snapshot_steps)
@@ -248,13 +265,18 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = DEFAULT
     precond = check_precond(precond)
     if precond != "edm":  # likewise: EDM runs keep the keys they had before the baselines existed
         options["precond"] = precond
+    if precision != "fp32":  # and float32 runs keep theirs
+        options["precision"] = precision
+    if tf32 and device.type == "cuda":
+        options["tf32"] = True
     key = run_key(net, X, **options)
     if run_dir is None and cache:
         run_dir = _cache.cache_root() / "runs" / key[:20]
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is None and (snapshot_steps or until is not None):
         raise ValueError("snapshot_steps and until are kept in the run folder: pass run_dir= or cache=True")
-    args = (net, X, run_dir, key, options, device, progress, checkpoint_every, log_every, until, (rank, world))
+    speed = {"accumulate": accumulate, "compile": bool(compile)}
+    args = (net, X, run_dir, key, options, device, progress, checkpoint_every, log_every, until, (rank, world), speed)
     if run_dir is None:
         return _run(*args)
     if rank == 0:
@@ -328,12 +350,33 @@ def _uses_dropout(net: nn.Module) -> bool:
 
 
 def _channels_last(net: nn.Module, device) -> bool:
-    """Channels-last layout for convolutional networks on the CPU, where oneDNN's convolutions run faster in
-    it (``benchmarks/training_step.py``); the weights it produces are the same up to float rounding."""
-    return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in net.modules())
+    """Channels-last layout for convolutional networks: on the CPU oneDNN's convolutions run faster in it
+    (``benchmarks/training_step.py``), on CUDA the tensor-core convolutions do; the weights it produces are the
+    same up to float rounding."""
+    return device.type in ("cpu", "cuda") and any(isinstance(m, nn.Conv2d) for m in net.modules())
 
 
-def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_every, until, shard) -> EDMDenoiser:
+@contextlib.contextmanager
+def _tf32(on: bool):
+    """TensorFloat-32 matmuls and cuDNN convolutions while training, the process's settings restored after."""
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    if on:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_every, until, shard,
+         speed=None) -> EDMDenoiser:
+    with _tf32(bool(options.get("tf32"))):
+        return _train_loop(net, X, run_dir, key, options, device, progress, checkpoint_every, log_every, until, shard,
+                           speed or {})
+
+
+def _train_loop(net, X, run_dir, key, options, device, progress, checkpoint_every, log_every, until, shard,
+                speed) -> EDMDenoiser:
     steps, batch_size, lr, ema, seed = (options[k] for k in ("steps", "batch_size", "lr", "ema", "seed"))
     ema_rampup = options["ema_rampup"]
     precond = options.get("precond", "edm")
@@ -377,6 +420,11 @@ def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_
         from torch.nn.parallel import DistributedDataParallel
 
         D.net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if speed.get("compile"):
+        D.net = torch.compile(D.net)
+    accumulate = int(speed.get("accumulate", 1))
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if options.get("precision") == "bf16" \
+        else contextlib.nullcontext
     data = X.to(device).contiguous(memory_format=layout)
     n, local = data.shape[0], batch_size // world
     stop = steps if until is None else int(until)
@@ -391,15 +439,26 @@ def _run(net, X, run_dir, key, options, device, progress, checkpoint_every, log_
         idx = torch.randint(n, (batch_size,), generator=g)[rank * local:(rank + 1) * local]
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / warmup_steps)
-        if dropout:  # dropout masks come from the global generator: seed it per step and rank, restore it after
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed((int(seed) * 1_000_003 + step) * world + rank)
-                loss = edm_loss(D, data[idx.to(device)], g, P_mean, P_std, options.get("fixed_sigma"), shard)
-        else:
-            loss = edm_loss(D, data[idx.to(device)], g, P_mean, P_std, options.get("fixed_sigma"), shard)
         opt.zero_grad(set_to_none=True)
-        loss.backward()  # under DDP: gradients averaged over the ranks = the gradient of the global batch
-        loss = loss.detach()
+        drawn, micro, loss = g.get_state(), local // accumulate, 0.0
+        for j in range(accumulate):
+            # micro-batch j of this rank's share: the whole global batch's noise levels and noise are drawn again
+            # from the same state and sliced, so k micro-batches see exactly what one batch would
+            g.set_state(drawn)
+            part = (rank * accumulate + j, world * accumulate)
+            y = data[idx[j * micro:(j + 1) * micro].to(device)]
+            sync = world == 1 or j == accumulate - 1 or not hasattr(D.net, "no_sync")
+            with contextlib.nullcontext() if sync else D.net.no_sync():
+                if dropout:  # dropout masks come from the global generator: seeded per step, rank and micro-batch
+                    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                        torch.manual_seed(((int(seed) * 1_000_003 + step) * world + rank) * accumulate + j)
+                        with autocast():
+                            part_loss = edm_loss(D, y, g, P_mean, P_std, options.get("fixed_sigma"), part)
+                else:
+                    with autocast():
+                        part_loss = edm_loss(D, y, g, P_mean, P_std, options.get("fixed_sigma"), part)
+                (part_loss.float() / accumulate).backward()   # under DDP: averaged over ranks = the global batch's
+            loss = loss + part_loss.detach().float() / accumulate
         if world > 1:
             import torch.distributed as dist
 

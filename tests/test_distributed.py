@@ -14,10 +14,12 @@ WORKER = textwrap.dedent("""
     import sys, torch
     import gaussdiff_lib as gd
     run_dir, until, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    accumulate = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     X = gd.data.load("digits", n=32, seed=0)
     net = gd.networks.UNet(1, 8, 8, (1, 2), seed=0)
     D = gd.training.train(net, X, steps=6, batch_size=8, lr=2e-3, ema=100, seed=3, checkpoint_every=100,
-                          run_dir=run_dir, until=until or None, device="cpu", progress=False, log_every=1)
+                          run_dir=run_dir, until=until or None, device="cpu", progress=False, log_every=1,
+                          accumulate=accumulate)
     rank, world = gd.training.distributed()
     assert world == 2, world
     torch.save({"ema": D.net.state_dict(), "stats": D.stats}, f"{out}.{rank}")
@@ -31,13 +33,13 @@ def _single(run_dir=None, **kw):
     return training.train(gd.networks.UNet(1, 8, 8, (1, 2), seed=0), X, run_dir=run_dir, **{**OPTS, **kw})
 
 
-def _torchrun(tmp_path, run_dir, until=0):
+def _torchrun(tmp_path, run_dir, until=0, accumulate=1):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     out = tmp_path / "result"
     env = {**os.environ, "GAUSSDIFF_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                           str(script), str(run_dir), str(until), str(out)],
+                           str(script), str(run_dir), str(until), str(out), str(accumulate)],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return [torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1)]
@@ -72,6 +74,18 @@ def test_two_processes_match_one_and_resume_on_any_world_size(tmp_path):
     resumed = _single(tmp_path / "chunked")
     _close(resumed.net.state_dict(), single.net.state_dict())
     assert [s["step"] for s in resumed.stats] == list(range(1, 7))
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
+def test_two_processes_accumulating_micro_batches_match_one_process(tmp_path):
+    """Each of 2 ranks takes 4 images of the global 8 in 2 micro-batches of 2 (gradients synchronised once, at the
+    last): the weights are the single process's with the whole batch."""
+    single = _single(tmp_path / "single")
+    ranks = _torchrun(tmp_path, tmp_path / "ddp-acc", accumulate=2)
+    _close(ranks[0]["ema"], ranks[1]["ema"])
+    _close(ranks[0]["ema"], single.net.state_dict())
+    for a, b in zip(ranks[0]["stats"], single.stats):
+        assert abs(a["loss"] - b["loss"]) < 1e-4 * b["loss"]
 
 
 def test_uneven_batch_and_until_are_checked(tmp_path, monkeypatch):

@@ -80,6 +80,7 @@ def test_halves_are_disjoint_and_sizes_nested(project):
     ({"convergence": {"tolerence": 0.1}}, r"unknown keys \['tolerence'\] in 'convergence'"),
     ({"runs": {"a": {"n": 4, "checkpoint": "x.pkl", "checkpoint_sha256": "abc"}}}, "64 hexadecimal digits"),
     ({"runs": {"a": {"n": 4, "checkpoint_sha256": "a" * 64}}}, "and needs a checkpoint"),
+    ({"runs": {"a": {"n": 4, "batch_size": 8, "accumulate": 3}}}, "accumulate = 3 micro-batches must divide its batch"),
 ])
 def test_bad_definitions_are_named(project, section, msg):
     project({"runs": {"ok": {"n": 4}}, **section})
@@ -364,3 +365,15 @@ def test_bars_and_template_defaults():
     assert gd.profiles.defaults("scale")["target"] == "paper"
     with pytest.raises(ValueError, match="no notebook 'nope'"):
         gd.profiles.defaults("nope")
+
+
+def test_a_run_s_accumulation_reaches_training_and_changes_memory_not_the_run(project, monkeypatch):
+    project({"defaults": {"dataset": "digits", "resolution": 8, "channels": 4, "steps": 4, "batch_size": 8},
+             "runs": {"a": {"n": 32}, "b": {"n": 32, "accumulate": 4}}})
+    seen = []
+    real = gd.training.train
+    monkeypatch.setattr(gd.training, "train", lambda *a, **k: seen.append(k["accumulate"]) or real(*a, **k))
+    b = gd.experiments.model("b", "tiny", device="cpu", progress=False)
+    assert seen == [4]                           # trained in four micro-batches of 2
+    a = gd.experiments.model("a", "tiny", device="cpu", progress=False)
+    assert a.run_dir == b.run_dir                # and it is the same run: a finds b's weights

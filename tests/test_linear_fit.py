@@ -261,3 +261,18 @@ def test_target_error_adds_draws_until_the_fit_is_that_exact():
     assert capped.info[0]["samples"] == 5 * 400 and capped.info[0]["target_met"] is False
     with pytest.raises(ValueError, match=r"target_error is a relative error of W in \(0, 1\)"):
         fit_linear(D, X, [1.0], target_error=2.0)
+
+
+def test_float32_weights_are_the_float64_fit_rounded_once():
+    X = gd.data.load("digits", n=300, seed=0)
+    D = SmoothResidual(64)
+    wide = fit_linear(D, X, [0.5, 2.0], n_noise=2, seed=1)
+    narrow = fit_linear(D, X, [0.5, 2.0], n_noise=2, seed=1, dtype=torch.float32)
+    assert narrow.weights.dtype == torch.float32 and narrow.weight(0.5).dtype == torch.float64
+    assert narrow.weights.element_size() * 2 == wide.weights.element_size()
+    torch.testing.assert_close(narrow.weight(2.0), wide.weight(2.0), rtol=0, atol=2e-7 * float(wide.weights.abs().max()))
+    x = X[:5] + 0.5 * torch.randn(X[:5].shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(narrow(x.double(), 0.5), wide(x.double(), 0.5), rtol=0, atol=1e-6)
+    assert [i["rel_error"] for i in narrow.info] == [i["rel_error"] for i in wide.info]   # estimated in float64
+    with pytest.raises(ValueError, match="float64 or torch.float32"):
+        fit_linear(D, X, [0.5], dtype=torch.float16)

@@ -490,3 +490,59 @@ def test_a_corrupt_snapshot_of_a_profile_run_is_rebuilt(tmp_path, monkeypatch):
     with pytest.warns(RuntimeWarning, match="rebuilding"):
         again = experiments.model(r, snapshot=6, device="cpu", progress=False)
     _assert_same(_weights(again), _weights(first))
+
+
+# ------------------------------------------------------------------ the fast path: accumulation and bf16 (issue 15)
+
+def test_accumulated_micro_batches_train_like_one_batch():
+    """k micro-batches of b images are one batch of k b: the same noise levels and noise (drawn for the whole
+    batch and sliced), gradients summed before the step. Weights after 20 steps agree to float32 rounding."""
+    opts = dict(steps=20, batch_size=16, lr=2e-3, ema=100, seed=5, progress=False)
+    one = _weights(training.train(_net(), _X(64), **opts))
+    for k in (2, 4):
+        acc = _weights(training.train(_net(), _X(64), accumulate=k, **opts))
+        for name in one:
+            torch.testing.assert_close(acc[name], one[name], rtol=1e-4, atol=2e-6, msg=f"{name} with accumulate={k}")
+    # the tolerance catches a real difference: another seed's batch moves the weights far more than rounding does
+    other = _weights(training.train(_net(), _X(64), **{**opts, "seed": 6}))
+    assert max(float((other[n] - one[n]).abs().max()) for n in one) > 1e-3
+
+
+def test_accumulation_does_not_change_the_run_and_must_divide_the_batch(tmp_path):
+    opts = dict(steps=6, batch_size=8, lr=2e-3, ema=100, seed=3, progress=False, run_dir=tmp_path / "r")
+    first = training.train(_net(), _X(), **opts)
+    again = training.train(_net(), _X(), accumulate=2, **opts)              # same key: loaded, not retrained
+    _assert_same(_weights(again), _weights(first))
+    with pytest.raises(ValueError, match="accumulate = 3 micro-batches must divide the batch of 8 images"):
+        training.train(_net(), _X(), steps=2, batch_size=8, accumulate=3, progress=False)
+
+
+def test_bf16_autocast_trains_close_to_float32_and_is_its_own_run():
+    X = _X(64)
+    D = gd.denoisers.EDMDenoiser(_net())
+    y = X[:16]
+    g = lambda: torch.Generator().manual_seed(0)       # noqa: E731
+    with torch.no_grad():
+        ref = training.edm_loss(D, y, g())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = training.edm_loss(D, y, g())
+    assert low.dtype in (torch.float32, torch.bfloat16)
+    assert abs(float(low) - float(ref)) < 0.03 * float(ref)               # bfloat16 keeps about 3 digits
+    opts = dict(steps=40, batch_size=16, lr=2e-3, ema=0, seed=1, progress=False, log_every=10, cache=True)
+    fp = training.train(_net(), X, **opts)
+    bf = training.train(_net(), X, precision="bf16", **opts)
+    assert bf.run_dir != fp.run_dir                                          # bf16 is another run ...
+    assert training.train(_net(), X, precision="fp32", **opts).run_dir == fp.run_dir   # ... float32 keeps its key
+    assert all(torch.isfinite(v).all() for v in bf.net.state_dict().values())
+    assert all(p.dtype == torch.float32 for p in bf.net.parameters())        # weights and EMA stay float32
+    lf, lb = fp.stats[-1]["loss"], bf.stats[-1]["loss"]
+    assert abs(lb - lf) < 0.1 * lf, (lf, lb)
+    with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
+        training.train(_net(), X, steps=1, precision="fp16", progress=False)
+
+
+def test_tf32_is_switched_on_only_while_training_and_restored():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with training._tf32(True):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before

@@ -55,7 +55,7 @@ def model(r: Run | str, profile: str | None = None, snapshot: int | None = None,
     def train_or_load():  # a fresh network each time: the run's key is that of its initial weights
         return train(_network(r, X), X, steps=r.steps, batch_size=r.batch_size, lr=r.lr, ema=r.ema, seed=r.seed,
                      snapshot_steps=r.kept_steps, fixed_sigma=r.fixed_sigma, precond=r.precond, device=device,
-                     progress=progress, cache=True)
+                     progress=progress, cache=True, accumulate=r.accumulate)
 
     den = train_or_load()
     if snapshot is not None:

@@ -28,7 +28,8 @@ the permutation seeded by ``subset_seed``, so sizes are nested and ``offset = n`
 second half), one network (``arch``: ``unet`` this project's compact UNet, ``ncsnpp`` / ``ddpmpp`` EDM's
 UNets, ``vit`` a small DiT-style transformer with ``channels`` as its width, ``num_blocks`` as its depth and
 ``patch`` as its patch side, ``linear`` an affine map; ``channels`` = the paper's channel size), and one training
-recipe (``steps``, ``batch_size``, ``lr``, ``ema``, ``seed``, ``precond`` = ``edm`` or the baselines ``ve`` /
+recipe (``steps``, ``batch_size``, ``lr``, ``ema``, ``seed``, ``accumulate`` = micro-batches per step, which
+changes memory, not the run, ``precond`` = ``edm`` or the baselines ``ve`` /
 ``vp`` of Karras et al. 2022, Table 1, optional ``fixed_sigma`` for a
 denoising autoencoder at one noise level, ``snapshots`` = steps whose EMA weights are kept, the
 paper's training-time checkpoints; ``ema`` is EDM's half-life in training images, ramped up). Every trained
@@ -84,6 +85,7 @@ class Run:
     patch: int = 2
     checkpoint: str = ""
     checkpoint_sha256: str = ""
+    accumulate: int = 1
     convergence: Criterion | None = None
 
     @property
@@ -151,7 +153,7 @@ def _make(name: str, profile: str, fields: dict, conv: Criterion | None = None) 
     fields = dict(fields)
     try:
         fields["n"] = positive_int(fields["n"], "n")
-        for key in ("steps", "batch_size", "channels", "num_blocks", "patch"):
+        for key in ("steps", "batch_size", "channels", "num_blocks", "patch", "accumulate"):
             if key in fields:
                 fields[key] = positive_int(fields[key], key)
         fields["snapshots"] = tuple(sorted({positive_int(s, "snapshot step") for s in fields.get("snapshots") or ()}))
@@ -170,6 +172,9 @@ def _make(name: str, profile: str, fields: dict, conv: Criterion | None = None) 
         object.__setattr__(run_, "precond", check_precond(run_.precond))
     except ValueError as exc:
         raise ValueError(f"run {name!r} of profile {profile!r}: {exc}") from None
+    if run_.batch_size % run_.accumulate:
+        raise ValueError(f"run {name!r}: accumulate = {run_.accumulate} micro-batches must divide its batch of "
+                         f"{run_.batch_size}")
     if run_.checkpoint and (run_.snapshots or run_.fixed_sigma is not None):
         raise ValueError(f"run {name!r} loads a published checkpoint; it has no snapshots or fixed_sigma")
     if run_.checkpoint_sha256 and (not run_.checkpoint or len(run_.checkpoint_sha256) != 64

@@ -90,8 +90,8 @@ def data_sources(profile: str) -> list[dict]:
     return rows
 
 
-def analysis_memory(n: int, d: int, n_sigmas: int = 1, chunk_size: int = 8192, batch_size: int = 512
-                    ) -> dict[str, float]:
+def analysis_memory(n: int, d: int, n_sigmas: int = 1, chunk_size: int = 8192, batch_size: int = 512,
+                    weight_bytes: int = 8) -> dict[str, float]:
     """GiB that each analysis holds at its peak for N training images of dimension d (all float64), counted
     from what the code allocates and checked against peaks measured on the CPU (tests/test_memory.py):
 
@@ -100,7 +100,8 @@ def analysis_memory(n: int, d: int, n_sigmas: int = 1, chunk_size: int = 8192, b
     - Gaussian fit (:meth:`~gaussdiff_lib.denoisers.GaussianDenoiser.from_data`): the larger of the
       accumulation phase (covariance d^2 plus two chunks) and the eigensolver phase (covariance, eigenvectors,
       LAPACK's 2 d^2 workspace and the reordered copy: 6 d^2), plus the input checks' N d bytes;
-    - linear fit (:func:`~gaussdiff_lib.linear_fit.fit_linear`): the fitted weights (one d^2 per sigma) and
+    - linear fit (:func:`~gaussdiff_lib.linear_fit.fit_linear`): the fitted weights (one d^2 per sigma, of
+      ``weight_bytes`` each: 8, or 4 with ``fit_linear(..., dtype=torch.float32)``) and
       13 d^2 of moment matrices, half-split moments, Cholesky factors and solutions for the sigma being
       solved, plus three batches of ``batch_size`` inputs and outputs.
     """
@@ -108,5 +109,5 @@ def analysis_memory(n: int, d: int, n_sigmas: int = 1, chunk_size: int = 8192, b
     c = min(n, chunk_size)
     return {"multi-delta": (n * d + 2 * c * d) * gib,
             "gaussian": max(d * d + 2 * c * d, 6 * d * d) * gib + n * d / 2 ** 30,
-            "linear fit": ((n_sigmas + 13) * d * d + 3 * batch_size * d) * gib}
+            "linear fit": ((n_sigmas * weight_bytes / 8 + 13) * d * d + 3 * batch_size * d) * gib}
 

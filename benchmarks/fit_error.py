@@ -1,0 +1,72 @@
+"""fit_linear's own error estimate against its true error, at two sample sizes (CPU, about a minute).
+
+The denoiser is an affine map plus a known smooth nonlinear residual, D(x) = 0.3 W x + 0.5 tanh(C x), on the
+8 x 8 digits (d = 64) at sigma = 1, so the least-squares fit has a genuine sampling error. The "true" error of
+a fit is its relative Frobenius distance to a reference fit on far more samples (all 1500 images, 64 noise draws
+each); the reference's own estimated error is reported too, so its share of the "true" error is visible.
+For each sample size, several seeds; the calibration ratio is mean(reported) / mean(true).
+
+    .venv/bin/python benchmarks/fit_error.py [--seeds 6] [--out benchmarks/results/fit_error_cpu.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import torch
+from torch import nn
+
+import gaussdiff_lib as gd
+
+
+class SmoothResidual(nn.Module):
+    """An affine map plus a smooth nonlinear residual whose size sets the fit's sampling error."""
+
+    def __init__(self, d: int, seed: int = 1):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.W = torch.randn(d, d, generator=g, dtype=torch.float64) / math.sqrt(d)
+        self.C = torch.randn(d, d, generator=g, dtype=torch.float64) / math.sqrt(d)
+
+    def forward(self, x, sigma):
+        f = x.reshape(x.shape[0], -1).double()
+        return (0.3 * f @ self.W.T + 0.5 * torch.tanh(f @ self.C.T)).reshape(x.shape).to(x.dtype)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=6)
+    parser.add_argument("--out", default="benchmarks/results/fit_error_cpu.json")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    X = gd.data.load("digits", n=1500, seed=0)
+    D = SmoothResidual(64)
+    t0 = time.perf_counter()
+    ref = gd.linear_fit.fit_linear(D, X, [1.0], n_noise=64, seed=99, progress=False)
+    Wr = ref.weights[0]
+    report = {"d": 64, "sigma": 1.0, "reference_samples": ref.info[0]["samples"],
+              "reference_reported_error": ref.info[0]["rel_error"], "sizes": []}
+    print(f"reference: {ref.info[0]['samples']} samples, its reported error {ref.info[0]['rel_error']:.4f}")
+    print(f"{'samples':>8} {'m/d':>6} {'reported':>9} {'true':>7} {'ratio':>6}")
+    for n, k in ((250, 2), (500, 4)):
+        reported, true = [], []
+        for seed in range(args.seeds):
+            L = gd.linear_fit.fit_linear(D, X[:n], [1.0], n_noise=k, seed=seed + 10, progress=False)
+            reported.append(L.info[0]["rel_error"])
+            true.append(float((L.weights[0] - Wr).norm() / Wr.norm()))
+        row = {"samples": n * k, "m_over_d": n * k / 64, "reported": sum(reported) / len(reported),
+               "true": sum(true) / len(true), "seeds": args.seeds}
+        row["ratio"] = row["reported"] / row["true"]
+        report["sizes"].append(row)
+        print(f"{row['samples']:>8} {row['m_over_d']:>6.1f} {row['reported']:>9.4f} {row['true']:>7.4f} "
+              f"{row['ratio']:>6.2f}")
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"{report['seconds']} s; written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
