@@ -12,27 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import sys
 import time
+from pathlib import Path
 
 import torch
-from torch import nn
 
 import gaussdiff_lib as gd
 
-
-class SmoothResidual(nn.Module):
-    """An affine map plus a smooth nonlinear residual whose size sets the fit's sampling error."""
-
-    def __init__(self, d: int, seed: int = 1):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.W = torch.randn(d, d, generator=g, dtype=torch.float64) / math.sqrt(d)
-        self.C = torch.randn(d, d, generator=g, dtype=torch.float64) / math.sqrt(d)
-
-    def forward(self, x, sigma):
-        f = x.reshape(x.shape[0], -1).double()
-        return (0.3 * f @ self.W.T + 0.5 * torch.tanh(f @ self.C.T)).reshape(x.shape).to(x.dtype)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_linear_fit import SmoothResidual  # noqa: E402  the same denoiser the calibration test uses
 
 
 def main():

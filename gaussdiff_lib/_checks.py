@@ -134,3 +134,10 @@ def as_training_set(X: torch.Tensor, name: str = "X") -> torch.Tensor:
                       "[0, 1] data), and results on [0, 1] data are not comparable to the paper's", UserWarning,
                       stacklevel=3)
     return X
+
+
+def as_sha256(value, name: str = "sha256") -> str:
+    """A SHA-256 given as 64 hexadecimal digits, in lower case (as ``sha256sum`` prints it)."""
+    if not (isinstance(value, str) and len(value) == 64 and not set(value.lower()) - set("0123456789abcdef")):
+        raise ValueError(f"{name} must be 64 hexadecimal digits (sha256sum FILE), got {value!r}")
+    return value.lower()

@@ -21,7 +21,6 @@ strings only) that ``torch.load(path, weights_only=True)`` reads and :func:`load
 from __future__ import annotations
 
 import collections
-import hashlib
 import inspect
 import io
 import json
@@ -34,6 +33,7 @@ import torch
 
 from .cache import CorruptFileError
 from ._unpickling import ArrayUnpickler
+from .data import download_file, file_hash
 from .denoisers import EDMDenoiser
 from .edm_networks import SongUNet
 
@@ -194,19 +194,13 @@ def download_path(url: str) -> Path:
     return cache_root() / "downloads" / (parts.hostname or "local") / Path(*path)
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _check_sha256(path: Path, expected: str | None, url: str) -> None:
-    if expected and sha256_of(path) != expected.lower():
-        raise CorruptFileError(f"{path} (from {url}) has SHA-256 {sha256_of(path)}, not the pinned {expected}; "
-                               f"delete it and download it again")
+def _check_sha256(path: Path, expected: str | None, url: str, got: str | None = None) -> None:
+    """Refuse a file whose SHA-256 (``got``, when already computed) is not the pinned one."""
+    if expected:
+        got = got or file_hash(path)
+        if got != expected:
+            raise CorruptFileError(f"{path} (from {url}) has SHA-256 {got}, not the pinned {expected}; "
+                                   f"delete it and download it again")
 
 
 def _fetch(url: str, download: bool | None, sha256: str | None = None) -> Path:
@@ -215,8 +209,6 @@ def _fetch(url: str, download: bool | None, sha256: str | None = None) -> Path:
     given), so a file edited, truncated or copied in from elsewhere is never taken for the download."""
     from .cache import write_text_atomic
     from ._checks import downloads_off
-    from .data import download_file
-
     dest = download_path(url)
     record = dest.with_name(dest.name + ".source.json")
     if dest.is_file():
@@ -228,19 +220,19 @@ def _fetch(url: str, download: bool | None, sha256: str | None = None) -> Path:
             raise CorruptFileError(f"{dest} has no record of being downloaded from {url} ({record.name} is missing "
                                    "or names another address); delete it to download again, or pass a file you "
                                    "trust by its path instead of the URL")
-        got = sha256_of(dest)
+        got = file_hash(dest)
         if got != meta.get("sha256"):
             raise CorruptFileError(f"{dest} changed since it was downloaded from {url} (SHA-256 {got}, recorded "
                                    f"{meta.get('sha256')}); delete it and download it again")
-        _check_sha256(dest, sha256, url)
+        _check_sha256(dest, sha256, url, got)
         return dest
     if downloads_off(download):
         raise FileNotFoundError(f"{url} is not in {dest.parent} and downloads are switched off "
                                 "(download=False or GAUSSDIFF_OFFLINE=1); download it elsewhere and pass the file's "
                                 "path instead of the URL")
     download_file(url, dest, md5=None)
-    got = sha256_of(dest)
-    if sha256 and got != sha256.lower():
+    got = file_hash(dest)
+    if sha256 and got != sha256:
         dest.unlink()
         raise CorruptFileError(f"the download of {url} has SHA-256 {got}, not the pinned {sha256}; it was deleted. "
                                "Try again later; if it persists, the published file has changed")
@@ -331,9 +323,10 @@ def load_edm(path_or_url: str | os.PathLike, device=None, key: str = "ema",
     NVIDIA's licence (:data:`LICENSE_NOTE`).
     """
     src = str(path_or_url)
-    if sha256 is not None and not (isinstance(sha256, str) and len(sha256) == 64
-                                   and all(c in "0123456789abcdefABCDEF" for c in sha256)):
-        raise ValueError(f"sha256 must be 64 hexadecimal digits, got {sha256!r}")
+    if sha256 is not None:
+        from ._checks import as_sha256
+
+        sha256 = as_sha256(sha256)
     remote = src.startswith(("http://", "https://"))
     path = _fetch(src, download, sha256) if remote else Path(src).expanduser()
     if path.is_dir():

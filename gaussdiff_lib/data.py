@@ -30,7 +30,7 @@ from ._checks import downloads_off, positive_int, show_progress
 from ._unpickling import ArrayUnpickler
 
 __all__ = ["DATASETS", "load", "load_path", "load_any", "count_images", "subset", "read_idx", "find_fashion_mnist",
-           "to_images", "READ_CHUNK", "describe"]
+           "to_images", "READ_CHUNK", "describe", "file_hash"]
 
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 # MD5 checksums of the official gzipped files, as published with the data set.
@@ -213,8 +213,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ download
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
+def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (``"sha256"``, or ``"md5"`` for the data sets' published sums), read in 1 MiB blocks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -240,7 +241,7 @@ def download_file(url: str, dest: Path, md5: str | None, timeout: float = 20.0) 
                 for block in iter(lambda: r.read(1 << 16), b""):
                     f.write(block)
                     bar.update(len(block))
-        got = _md5(Path(tmp)) if md5 else None
+        got = file_hash(tmp, "md5") if md5 else None
         if md5 and got != md5:
             raise ValueError(f"checksum mismatch for {url}: MD5 {got}, expected {md5}; try again later")
         os.replace(tmp, dest)

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._checks import as_levels, positive_int
+from .._checks import as_levels, as_sha256, positive_int
 from ..convergence import Criterion, criterion_from
 from ..networks import ARCHS
 from ..training import DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_STEPS, EMA_HALFLIFE
@@ -177,10 +177,13 @@ def _make(name: str, profile: str, fields: dict, conv: Criterion | None = None) 
                          f"{run_.batch_size}")
     if run_.checkpoint and (run_.snapshots or run_.fixed_sigma is not None):
         raise ValueError(f"run {name!r} loads a published checkpoint; it has no snapshots or fixed_sigma")
-    if run_.checkpoint_sha256 and (not run_.checkpoint or len(run_.checkpoint_sha256) != 64
-                                   or set(run_.checkpoint_sha256.lower()) - set("0123456789abcdef")):
-        raise ValueError(f"run {name!r}: checkpoint_sha256 is the 64 hexadecimal digits of its checkpoint's SHA-256 "
-                         "(sha256sum FILE), and needs a checkpoint")
+    if run_.checkpoint_sha256:
+        if not run_.checkpoint:
+            raise ValueError(f"run {name!r}: checkpoint_sha256 pins a checkpoint's file, and needs a checkpoint")
+        try:
+            object.__setattr__(run_, "checkpoint_sha256", as_sha256(run_.checkpoint_sha256, "checkpoint_sha256"))
+        except ValueError as exc:
+            raise ValueError(f"run {name!r}: {exc}") from None
     if run_.arch == "linear" and run_.fixed_sigma is None:
         raise ValueError(f"run {name!r}: a linear network is a one-level denoising autoencoder; give it fixed_sigma")
     if any(s > run_.steps for s in run_.snapshots):
