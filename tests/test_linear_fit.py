@@ -1,5 +1,6 @@
 """The closed-form linear fit against exact answers, lstsq, and the Adam baseline; the linear metrics."""
 import math
+import re
 
 import pytest
 import torch
@@ -257,10 +258,21 @@ def test_target_error_adds_draws_until_the_fit_is_that_exact():
     assert 6 * 400 <= info["samples"] <= 12 * 400
     same = fit_linear(D, X, [1.0], n_noise=info["samples"] // 400, seed=3)
     torch.testing.assert_close(L.weights, same.weights, atol=1e-10, rtol=0)
-    capped = fit_linear(D, X, [1.0], n_noise=2, seed=3, target_error=1e-4, max_noise=5)
-    assert capped.info[0]["samples"] == 5 * 400 and capped.info[0]["target_met"] is False
+    capped = fit_linear(D, X, [1.0], n_noise=2, seed=3, target_error=target, max_noise=5)   # too few draws
+    info = capped.info[0]
+    assert info["samples"] == 5 * 400 and info["target_met"] is False and info["limited_by"] == "draws"
+    assert info["floor"] < target and 5 < info["draws_needed"] <= 12 and info["images_needed"] > 400
+    # the draws it names reach the target, within the 10% an estimate from 2 and 5 draws allows (the moments
+    # accumulate, so this is the same fit continued)
+    more = fit_linear(D, X, [1.0], n_noise=info["draws_needed"], seed=3)
+    assert 0.7 * target <= more.info[0]["rel_error"] <= 1.1 * target
+    once = fit_linear(D, X, [1.0], n_noise=2, seed=3, target_error=target, max_noise=2)   # one round: no floor
+    assert once.info[0]["floor"] is None and once.info[0]["limited_by"] is None
+    assert once.info[0]["images_needed"] == math.ceil(400 * (first.info[0]["rel_error"] / target) ** 2)
     with pytest.raises(ValueError, match=r"target_error is a relative error of W in \(0, 1\)"):
         fit_linear(D, X, [1.0], target_error=2.0)
+    with pytest.raises(ValueError, match=r"unreachable is 'raise' or 'report' .* got 'warn'"):
+        fit_linear(D, X, [1.0], target_error=0.05, unreachable="warn")
 
 
 def test_float32_weights_are_the_float64_fit_rounded_once():
@@ -276,3 +288,45 @@ def test_float32_weights_are_the_float64_fit_rounded_once():
     assert [i["rel_error"] for i in narrow.info] == [i["rel_error"] for i in wide.info]   # estimated in float64
     with pytest.raises(ValueError, match="float64 or torch.float32"):
         fit_linear(D, X, [0.5], dtype=torch.float16)
+
+
+def _digit_like(n, seed):
+    """n images from the Gaussian of the 8 x 8 digits: like them to second order, in unlimited supply, so that
+    a reference fit can use far more images than any fit it judges."""
+    X = gd.data.load("digits", n=1500, seed=0).double().reshape(1500, -1)
+    root = torch.linalg.cholesky(torch.cov(X.T) + 1e-6 * torch.eye(64, dtype=torch.float64))
+    z = torch.randn(n, 64, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return (X.mean(0) + z @ root.T).reshape(n, 1, 8, 8).float()
+
+
+def test_an_unreachable_target_names_the_images_it_needs_and_that_many_reach_it():
+    """At sigma = 0.1 the spread of 200 images, not the noise draws, limits the fit: the fit stops after its
+    second round (4 draws, not max_noise = 64) and raises, naming the floor and the images needed. Against an
+    oracle (a reference fit on 100000 images): the floor is that of the 200 images measured with 256 draws, and
+    fresh fits with the named number of images and 64 draws land at the target (30 seeds: 1.03 +- 0.075 of it);
+    a target those images can reach raises nothing."""
+    D, s, t = SmoothResidual(64), 0.1, 0.05
+    ref = fit_linear(D, _digit_like(100_000, 12345), [s], n_noise=2, seed=777)
+    true = lambda L: float((L.weights[0] - ref.weights[0]).norm() / ref.weights[0].norm())  # noqa: E731
+    floors, achieved = [], []
+    for seed in range(3):
+        Y = _digit_like(200, seed)
+        with pytest.raises(gd.linear_fit.UnreachableTarget) as caught:
+            fit_linear(D, Y, [s], n_noise=2, seed=seed, target_error=t, max_noise=64)
+        e = caught.value
+        assert isinstance(e, ValueError) and e.draws == 4 and e.images == 200 and e.target == t
+        assert re.search(rf"target_error = 0.05 cannot be reached at sigma = 0.1 with the 200 images given: .* floor "
+                         rf"of about {e.floor:.3g} .* about {e.images_needed} images \(with max_noise = 64 draws each\)",
+                         str(e))
+        floors.append(e.floor / true(fit_linear(D, Y, [s], n_noise=256, seed=seed + 50)))
+        reported = fit_linear(D, Y, [s], n_noise=2, seed=seed, target_error=t, max_noise=64, unreachable="report")
+        info = reported.info[0]
+        assert info["samples"] == 4 * 200 and info["target_met"] is False and info["limited_by"] == "images"
+        assert (info["floor"], info["images_needed"], info["draws_needed"]) == (e.floor, e.images_needed, None)
+        assert 4 * 200 < e.images_needed < 60 * 200
+        fresh = _digit_like(e.images_needed, 1000 + seed)
+        achieved.append(true(fit_linear(D, fresh, [s], n_noise=64, seed=seed + 99)) / t)
+        easy = fit_linear(D, fresh, [s], n_noise=2, seed=seed, target_error=1.4 * t, max_noise=64)   # no raise
+        assert easy.info[0]["target_met"] and easy.info[0]["limited_by"] is None
+    assert sum(floors) / 3 == pytest.approx(1.0, abs=0.15)
+    assert sum(achieved) / 3 == pytest.approx(1.0, abs=0.2)
