@@ -1,5 +1,6 @@
 """The offline book's pinned assets: verified against their sha512 before use, unpacked to the configured paths."""
 import io
+import shutil
 import tarfile
 
 import pytest
@@ -36,6 +37,28 @@ def test_verified_tarballs_are_unpacked_once(tmp_path, monkeypatch):
     (out / "mathjax" / "tex.js").write_bytes(b"edited")
     book_assets.fetch(tmp_path / "assets", quiet=True)       # pins unchanged: nothing is unpacked again
     assert (out / "mathjax" / "tex.js").read_bytes() == b"edited"
+
+
+def test_widget_fonts_are_where_the_manager_looks_for_them(tmp_path, monkeypatch):
+    """The HTML manager loads its icon fonts from @jupyter-widgets/html-manager/dist/ relative to the page."""
+    npm = tmp_path / "assets" / "npm"
+    npm.mkdir(parents=True)
+    tgz = _tarball(npm / "hm.tgz", {"package/dist/embed-amd.js": b"js", "package/dist/abc.woff2": b"font",
+                                    "package/dist/def.ttf": b"ttf"})
+    pkg = {"spec": "@jupyter-widgets/html-manager@9.9.9", "url": "https://registry.invalid/hm.tgz",
+           "integrity": book_assets._integrity(tgz), "copy": {"package/dist": "html-manager"}}
+    monkeypatch.setattr(book_assets, "PACKAGES", {"html-manager": pkg})
+    html = book_assets.fetch(tmp_path / "assets", quiet=True)
+    fonts = html / "book" / "@jupyter-widgets" / "html-manager" / "dist"
+    assert sorted(p.name for p in fonts.iterdir()) == ["abc.woff2", "def.ttf"]
+    assert (fonts / "abc.woff2").read_bytes() == b"font"
+    shutil.rmtree(fonts)
+    book_assets.fetch(tmp_path / "assets", quiet=True)       # restored even when nothing is unpacked again
+    assert (fonts / "def.ttf").read_bytes() == b"ttf"
+    # the chapters are the pages that carry widgets, and they all live in the folder the copies go to
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    assert all(f.startswith(book_assets.PAGES + "/") for f in files)
 
 
 def test_a_tarball_that_fails_its_checksum_is_deleted(tmp_path, monkeypatch):

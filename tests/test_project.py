@@ -2,7 +2,6 @@
 import ast
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -77,6 +76,16 @@ def test_notebook_is_a_clean_template(path):
             assert not cell["outputs"] and cell["execution_count"] is None, f"{path.name} has committed outputs"
     params = _parameters(nb)            # literals only, or literal_eval raises
     assert params["profile"] == "cpu"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_figure_has_a_caption_for_its_alt_text(path):
+    """The book's extension gives each figure's image its caption as alt text; a figure cell without a caption
+    would publish an image described only by its file name."""
+    for cell in json.loads(path.read_text())["cells"]:
+        if cell["cell_type"] == "code" and "plt.show()" in "".join(cell["source"]):
+            caption = cell["metadata"].get("mystnb", {}).get("figure", {}).get("caption", "")
+            assert len(caption.split()) >= 5, f"{path.name} cell {cell.get('id')}: a figure without a caption"
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])

@@ -8,7 +8,23 @@ import gaussdiff_lib as gd
 matplotlib.use("Agg")
 
 
-def test_slider_view_draws_the_selected_frame():
+def _frames(stack):
+    """The PNG bytes and alt text of every frame of an explorer's stack."""
+    import base64
+    import re
+
+    out = []
+    for child in stack.children:
+        m = re.fullmatch(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]+)" style="[^"]*">',
+                         child.value)
+        assert m, child.value[:120]
+        out.append((base64.b64decode(m.group(1)), m.group(2)))
+    return out
+
+
+def test_slider_view_embeds_every_frame_and_links_them_in_the_browser():
+    import ipywidgets as widgets
+    from ipywidgets.widgets.widget_link import Link
     import matplotlib.pyplot as plt
 
     plt.close("all")
@@ -16,20 +32,46 @@ def test_slider_view_draws_the_selected_frame():
 
     def draw(i):
         drawn.append(i)
-        fig = plt.figure(figsize=(1 + i, 1))   # frames differ, so a redraw must change the image
-        return fig
+        return plt.figure(figsize=(1 + i, 1))   # frames differ in size, so each frame is its own PNG
 
-    box = gd.widgets.slider_view(["a", "b", "c"], draw, start=1, description="x")
-    slider, image = box.children
-    assert [label for label, _ in slider.options] == ["a", "b", "c"] and drawn == [1]
-    assert bytes(image.value).startswith(b"\x89PNG") and not plt.get_fignums()    # rendered, and the figure closed
-    first = bytes(image.value)
-    slider.value = 2
-    assert drawn == [1, 2] and bytes(image.value).startswith(b"\x89PNG") and bytes(image.value) != first
+    box = gd.widgets.slider_view(["a", "b", "c"], draw, start=1, description="x", alt=lambda i: f"frame {i}")
+    slider, stack = box.children
+    assert [label for label, _ in slider.options] == ["a", "b", "c"] and slider.description == "x"
+    assert drawn == [0, 1, 2] and not plt.get_fignums()           # every frame drawn once, up front, figures closed
+    frames = _frames(stack)
+    assert all(png.startswith(b"\x89PNG") for png, _ in frames) and len({png for png, _ in frames}) == 3
+    assert [a for _, a in frames] == ["x = a: frame 0", "x = b: frame 1", "x = c: frame 2"]
+    assert stack.selected_index == 1
+    # the link the static page relies on: a jslink from the slider's index to the stack's selected index
+    links = [w for w in widgets.widget._instances.values() if isinstance(w, Link)
+             and w.source == (slider, "index") and w.target == (stack, "selected_index")]
+    assert len(links) == 1
+    slider.value = 2                                               # set from Python: the kernel-side copy follows
+    assert stack.selected_index == 2 and drawn == [0, 1, 2]        # nothing is redrawn
     with pytest.raises(ValueError, match="start must index"):
-        gd.widgets.slider_view(["a"], draw, start=3)
+        gd.widgets.slider_view(["a"], draw, start=3, description="x")
     with pytest.raises(ValueError, match="at least one frame"):
-        gd.widgets.slider_view([], draw)
+        gd.widgets.slider_view([], draw, description="x")
+    with pytest.raises(ValueError, match="needs a description"):
+        gd.widgets.slider_view(["a"], draw)
+    with pytest.raises(ValueError, match="dpi"):
+        gd.widgets.slider_view(["a"], draw, description="x", dpi=0)
+
+
+def test_frames_are_png_at_the_size_shown():
+    import matplotlib.pyplot as plt
+    import io
+
+    from PIL import Image
+
+    widths = []
+    for dpi in (40, 80):
+        fig, ax = plt.subplots(figsize=(4, 2))
+        ax.imshow(torch.rand(16, 16).numpy())
+        widths.append(Image.open(io.BytesIO(gd.widgets.render_png(fig, dpi=dpi))).size[0])
+    assert not plt.get_fignums()                                     # each figure closed once rendered
+    assert all(w <= 4.2 * dpi for w, dpi in zip(widths, (40, 80)))  # at most the figure's size (plus the pad)
+    assert abs(widths[1] / widths[0] - 2) < 0.1                      # pixels follow dpi: frames are shown as drawn
 
 
 def test_sigma_explorer_frames_match_the_denoisers(rng):
@@ -42,7 +84,8 @@ def test_sigma_explorer_frames_match_the_denoisers(rng):
     torch.testing.assert_close(frames["linear"], frames["Gaussian"], atol=1e-6, rtol=0)   # L fitted to G is G
     torch.testing.assert_close(frames["Gaussian"], G(frames["noisy"], torch.tensor(levels, dtype=torch.float64)))
     box = gd.widgets.sigma_explorer({"linear": L, "Gaussian": G}, X[:1], levels, seed=3)
-    assert len(box.children[0].options) == 3
+    assert len(box.children[0].options) == 3 and len(box.children[1].children) == 3
+    assert all("linear, Gaussian" in a for _, a in _frames(box.children[1]))
     with pytest.raises(ValueError, match="not one of the fitted levels"):
         gd.widgets.sigma_explorer({"linear": L}, X[:1], [2.0])
 

@@ -8,6 +8,9 @@ myst-nb as its execution data, so the Status page's table lists every chapter's 
 sphinx-thebe registers its inline configuration script in a way that Sphinx 7 emits twice per page; the
 second copy redeclares ``const THEBE_JS_URL`` and the browser reports a SyntaxError. Each page's script
 list is de-duplicated here (same file or same inline body, same attributes: kept once, first position).
+
+Alt text: a notebook's figure output is written with its file name as alt text; an image inside a captioned
+figure takes the caption instead (every figure of a chapter has a caption: tests/test_project.py).
 """
 
 
@@ -79,8 +82,35 @@ def launch_templates(app, pagename, templatename, context, doctree):
         context["header_buttons"] = fix(context["header_buttons"])
 
 
+def figure_alt_text(app, doctree, docname):
+    """Every image inside a captioned figure gets the caption as its alt text, unless it has its own: a notebook's
+    figure output otherwise carries its file name as alt text, which tells a screen reader nothing."""
+    from docutils import nodes
+
+    for figure in doctree.findall(nodes.figure):
+        captions = list(figure.findall(nodes.caption))
+        if not captions:
+            continue
+        text = " ".join(captions[0].astext().split())
+        for image in figure.findall(nodes.image):
+            alt = image.get("alt", "")
+            if not alt or alt == image.get("uri") or alt.rsplit("/", 1)[-1] == image.get("uri", "").rsplit("/", 1)[-1]:
+                image["alt"] = text
+
+
+def light_mode(app, pagename, templatename, context, doctree):
+    """The theme's colour mode (the page template's ``default_mode``) is left empty by this theme, so every page
+    logs "Got invalid theme mode" as a console error before falling back to auto; the book's figures are drawn
+    on white, so it opens in light mode (readers can still switch)."""
+    if not context.get("default_mode"):
+        context["default_mode"] = "light"
+
+
 def setup(app):
     app.connect("html-page-context", launch_templates, priority=600)
     app.connect("html-page-context", dedupe_scripts, priority=900)
     app.connect("doctree-read", record_execution)
+    app.connect("doctree-resolved", figure_alt_text)
+    app.connect("html-page-context", light_mode)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
+

@@ -27,6 +27,8 @@ from . import profiles
 __all__ = ["PACKAGES", "fetch", "assets_dir", "AssetError"]
 
 #: For each package its npm spec, registry URL, sha512 integrity, and which tarball paths go where under _assets
+#:
+#: :meta hide-value:
 PACKAGES = {
     "mathjax": {
         "spec": "mathjax@3.2.2",
@@ -131,6 +133,7 @@ def fetch(dest: str | os.PathLike | None = None, quiet: bool = False) -> Path:
     tarballs = {name: _verified(name, pkg, npm_dir) for name, pkg in PACKAGES.items()}
     if stamp.exists() and json.loads(stamp.read_text()) == pins:
         _own_scripts(html / "_assets")
+        _widget_fonts(html)
         return html
     shutil.rmtree(html, ignore_errors=True)
     for name, pkg in PACKAGES.items():
@@ -138,6 +141,7 @@ def fetch(dest: str | os.PathLike | None = None, quiet: bool = False) -> Path:
         if not quiet:
             print(f"assets: {pkg['spec']} verified and unpacked", flush=True)
     _own_scripts(html / "_assets")
+    _widget_fonts(html)
     stamp.write_text(json.dumps(pins, indent=1))
     return html
 
@@ -146,3 +150,23 @@ def _own_scripts(out: Path):
     """This project's own small scripts for the built site (``book/_js``), copied beside the packages."""
     for js in sorted((profiles.project() / "book" / "_js").glob("*.js")):
         shutil.copy2(js, out / js.name)
+
+
+#: where the pages live in the built site (every chapter is under book/ in _toc.yml)
+PAGES = "book"
+#: the folder, relative to a page, from which the HTML manager loads the icon fonts of its style sheet: it takes
+#: its own module name, ``@jupyter-widgets/html-manager/dist/...``, resolved against the page, as its base URL
+WIDGET_FONTS = "@jupyter-widgets/html-manager/dist"
+
+
+def _widget_fonts(html: Path):
+    """Copies of the HTML manager's icon fonts where it looks for them, beside the pages
+    (``<site>/book/@jupyter-widgets/html-manager/dist/``); without them every page with a widget logs six failed
+    font requests (404) to the console."""
+    src, dst = html / "_assets" / "html-manager", html / PAGES / WIDGET_FONTS
+    if not src.is_dir():
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    for font in src.iterdir():
+        if font.suffix in (".woff", ".woff2", ".ttf", ".eot", ".svg") and not (dst / font.name).is_file():
+            shutil.copy2(font, dst / font.name)

@@ -1,8 +1,9 @@
-"""ipywidgets explorers: a slider over precomputed frames, redrawn with matplotlib.
+"""ipywidgets explorers: a slider over precomputed frames that works with or without a kernel.
 
-Everything an explorer shows is computed before it is displayed, so moving the slider only redraws. In
-Jupyter the slider is live; in the built book (no kernel) the widget keeps the frame it was saved with,
-and the chapters show the same numbers as a static figure beside it, so the page reads the same either way.
+Everything an explorer shows is computed and rendered to PNG before it is displayed. The frames sit in a
+``Stack`` whose ``selected_index`` is linked to the slider in the browser (``jslink``), so the slider moves
+through the frames in Jupyter, in Colab, and in the published book, where there is no kernel: the page carries
+the widgets' saved state, frames included, and the widget manager links them on the client.
 
 - :func:`sigma_explorer`: one held-out image noised at each σ and denoised by several denoisers side by
   side (network, linear, Gaussian, multi-delta; paper sections 2 and 4).
@@ -20,7 +21,8 @@ import torch
 from . import plotting
 from .._checks import as_images, as_levels
 
-__all__ = ["denoise_levels", "sigma_explorer", "trajectory_scrubber", "dataset_size_explorer", "slider_view"]
+__all__ = ["denoise_levels", "sigma_explorer", "trajectory_scrubber", "dataset_size_explorer", "slider_view",
+           "render_png"]
 
 
 @torch.no_grad()
@@ -40,40 +42,63 @@ def denoise_levels(denoisers: Mapping[str, torch.nn.Module], image: torch.Tensor
     return out
 
 
-def slider_view(labels: Sequence[str], draw: Callable[[int], object], start: int = 0, description: str = ""):
-    """A selection slider over ``labels`` and an image showing ``draw(i)`` (a matplotlib figure, rendered to PNG
-    and closed) for the selected index; returns the ``VBox``. The first frame is drawn at once, so a saved
-    notebook keeps it.
-
-    The frame is an ``Image`` widget rather than an ``Output`` area: an executor (nbclient, so papermill and
-    nbval) mirrors every output of an ``Output`` widget back to the kernel on the shell channel while it waits on
-    that channel for the cell's reply, and under load that exchange can stall the execution; an image's bytes
-    travel one way only."""
+def render_png(fig, dpi: int = 80) -> bytes:
+    """A matplotlib figure as optimised PNG bytes at ``dpi`` (the size it is shown at); the figure is closed."""
     import io
 
-    import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
-    labels = list(labels)
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pil_kwargs={"optimize": True})
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def slider_view(labels: Sequence[str], draw: Callable[[int], object], start: int = 0, description: str = "",
+                alt: str | Callable[[int], str] = "", dpi: int = 80):
+    """A labelled selection slider over ``labels`` and, below it, the frame ``draw(i)`` (a matplotlib figure) of
+    the selected index; returns the ``VBox([slider, stack])``.
+
+    Every frame is drawn once, up front, and embedded as a PNG ``<img>`` (with ``alt`` text: the slider's label
+    and value, then ``alt``, or ``alt(i)``) in an ``HTML`` widget; the frames are the children of a ``Stack``
+    whose ``selected_index`` follows the slider's ``index`` through ``jslink``, in the browser. Nothing needs the
+    kernel to show a frame, so the explorer works in a static page (the widget state saved with the notebook
+    carries the frames and the link), and in a live kernel the slider is as quick as the browser. A second,
+    kernel-side link keeps ``stack.selected_index`` in step when the slider is set from Python.
+
+    Page weight: a frame is one PNG at ``dpi`` (80 by default, the size the page shows it at), so an explorer
+    weighs about the sum of its frames."""
+    import base64
+    import html
+
+    import ipywidgets as widgets
+
+    labels = [str(lab) for lab in labels]
     if not labels:
         raise ValueError("slider_view needs at least one frame")
-    if not 0 <= start < len(labels):
-        raise ValueError(f"start must index one of the {len(labels)} frames, got {start}")
-    slider = widgets.SelectionSlider(options=[(str(lab), i) for i, lab in enumerate(labels)], value=start,
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start < len(labels):
+        raise ValueError(f"start must index one of the {len(labels)} frames, got {start!r}")
+    if not str(description).strip():
+        raise ValueError("slider_view needs a description: it labels the slider for readers and screen readers")
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 20 <= dpi <= 300:
+        raise ValueError(f"dpi is the frames' resolution in dots per inch, an integer in [20, 300]; got {dpi!r}")
+    frames = []
+    for i, label in enumerate(labels):
+        png = render_png(draw(i), dpi=dpi)
+        text = alt(i) if callable(alt) else alt
+        described = html.escape(f"{description} = {label}" + (f": {text}" if text else ""), quote=True)
+        frames.append(widgets.HTML(
+            f'<img src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}" alt="{described}" '
+            f'style="max-width:100%;height:auto">'))
+    stack = widgets.Stack(frames, selected_index=start)
+    slider = widgets.SelectionSlider(options=[(label, i) for i, label in enumerate(labels)], value=start,
                                      description=description, continuous_update=True,
-                                     layout=widgets.Layout(width="95%"))
-    image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
-
-    def redraw(change=None):
-        fig = draw(slider.value)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", bbox_inches="tight")
-        plt.close(fig)
-        image.value = buffer.getvalue()
-
-    slider.observe(redraw, names="value")
-    redraw()
-    return widgets.VBox([slider, image])
+                                     style={"description_width": "initial"}, layout=widgets.Layout(width="95%"))
+    widgets.jslink((slider, "index"), (stack, "selected_index"))      # the browser's link: no kernel needed
+    widgets.dlink((slider, "index"), (stack, "selected_index"))       # the kernel's copy, for code that reads it
+    return widgets.VBox([slider, stack])
 
 
 def sigma_explorer(denoisers: Mapping[str, torch.nn.Module], image: torch.Tensor,
@@ -97,7 +122,8 @@ def sigma_explorer(denoisers: Mapping[str, torch.nn.Module], image: torch.Tensor
         fig.tight_layout()
         return fig
 
-    return slider_view([f"{s:.4g}" for s in sigmas], draw, start=len(sigmas) // 2, description="σ")
+    alt = "one held-out image, " + ", ".join(names) + ", side by side"
+    return slider_view([f"{s:.4g}" for s in sigmas], draw, start=len(sigmas) // 2, description="σ", alt=alt)
 
 
 def trajectory_scrubber(rows: Mapping[str, torch.Tensor], sigmas: Sequence[float], ncols: int | None = None):
@@ -114,8 +140,9 @@ def trajectory_scrubber(rows: Mapping[str, torch.Tensor], sigmas: Sequence[float
         axes[0].figure.suptitle(f"step {t + 1} of {len(sigmas)}: σ = {sigmas[t]:.4g}", fontsize=10)
         return axes[0].figure
 
+    alt = "the denoised outputs at this step, one row each for " + ", ".join(rows)
     return slider_view([f"{t + 1}: σ = {s:.3g}" for t, s in enumerate(sigmas)], draw, start=len(sigmas) - 1,
-                       description="step")
+                       description="step", alt=alt)
 
 
 def dataset_size_explorer(comparison, labels: Sequence[str] | None = None, n: int = 8):
@@ -131,4 +158,5 @@ def dataset_size_explorer(comparison, labels: Sequence[str] | None = None, n: in
         axes[0].figure.suptitle(labels[i], fontsize=10)
         return axes[0].figure
 
-    return slider_view(labels, draw, start=len(labels) - 1, description="model")
+    alt = "the model's samples, the nearest training image of each and the Gaussian samples of the same latents"
+    return slider_view(labels, draw, start=len(labels) - 1, description="model", alt=alt)
