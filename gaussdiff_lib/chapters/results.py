@@ -21,12 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["Quoted", "quote", "record", "payload", "markdown", "validate", "read", "gather", "MIME", "SCHEMA", "REPRODUCED"]
+__all__ = ["Quoted", "quote", "record", "payload", "markdown", "validate", "read", "gather", "MIME", "SCHEMA",
+           "REPRODUCED", "COLUMNS"]
 
 MIME = "application/vnd.gaussdiff.results+json"   #: the display output a chapter's record travels in
 SCHEMA = 1                                         #: version of the record's layout; bump it when fields change
 REPRODUCED = ("yes", "partly", "no")               #: the words of :func:`gaussdiff_lib.stats.verdict`
 _CHAPTER = re.compile(r"[a-z][a-z0-9_]*")
+#: the fields of each row :func:`gather` returns
+COLUMNS = ("chapter", "title", "quantity", "ours", "interval", "paper", "reproduced", "claim", "unit")
 _ROW_KEYS = {"quantity", "ours", "interval", "paper", "reproduced", "claim", "unit", "checks"}
 
 
@@ -295,6 +298,5 @@ def gather(folder) -> list[dict]:
         if data is None:
             continue
         for row in data["rows"]:
-            rows.append({"chapter": data["chapter"], "title": data["title"],
-                         **{k: row[k] for k in ("quantity", "ours", "interval", "paper", "reproduced", "claim", "unit")}})
+            rows.append({k: row[k] if k in row else data[k] for k in COLUMNS})
     return rows
