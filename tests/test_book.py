@@ -64,3 +64,43 @@ def test_launch_buttons_open_the_templates(smoke_book):
     assert "blob/main/book/gaussian_shadow.ipynb" not in page
     assert "_sources/book/gaussian_shadow.ipynb" in page        # the download button: the executed notebook
     assert "jupyter-stacks-datascience" not in page and 'repo: "gaussdiff/gaussdiff"' in page   # Thebe: this repo
+
+
+def _glued(path, name):
+    """The value a notebook glued under ``name`` (myst-nb's record of it), as text."""
+    import ast
+
+    for cell in nbformat.read(path, as_version=4).cells:
+        for out in cell.get("outputs", []):
+            if out.get("metadata", {}).get("scrapbook", {}).get("name") == name:
+                return ast.literal_eval(out["data"]["application/papermill.record/text/plain"])
+    raise AssertionError(f"{path.name}: nothing glued as {name!r}")
+
+
+def test_results_published_beside_each_page_and_gathered(smoke_book):
+    """Results as data (issue 16): every chapter that quotes the paper records its numbers; the page links
+    <page>.results.json, which holds that record; the record agrees with the verdict the prose states; the Status
+    page's paper-vs-ours table holds every row."""
+    import json
+    import re
+
+    from gaussdiff_lib.chapters import results
+
+    executed, _ = smoke_book
+    html = SRC / "_build" / "html" / "book"
+    status = (html / "status.html").read_text()
+    table = re.search(r'<table class="paper-vs-ours.*?</table>', status, re.S)
+    assert table, "the Status page has no paper-vs-ours table"
+    recorded = {p.stem: results.read(p) for p in executed}
+    recorded = {k: v for k, v in recorded.items() if v is not None}
+    assert set(recorded) == {p.stem for p in executed} - {"status", "scale"}
+    for stem, data in recorded.items():
+        published = json.loads((html / f"{stem}.results.json").read_text())
+        assert published == {**data, "page": f"book/{stem}.html"}
+        assert f'href="{stem}.results.json"' in (html / f"{stem}.html").read_text()
+        verdict = _glued(SRC / "book" / f"{stem}.ipynb", "verdict")
+        assert published["verdict"] == verdict, stem
+        words = {r["reproduced"] for r in published["rows"]}
+        assert verdict == "partly" or words == {verdict}, f"{stem}: verdict {verdict} but rows say {words}"
+        assert f'href="{stem}.html"' in table.group(0) and f'href="{stem}.results.json"' in table.group(0)
+    assert table.group(0).count("<tr") == 1 + sum(len(d["rows"]) for d in recorded.values())

@@ -11,6 +11,12 @@ list is de-duplicated here (same file or same inline body, same attributes: kept
 
 Alt text: a notebook's figure output is written with its file name as alt text; an image inside a captioned
 figure takes the caption instead (every figure of a chapter has a caption: tests/test_project.py).
+
+Results as data: a chapter that records its quoted numbers (:mod:`gaussdiff_lib.chapters.results`) carries them
+in a display output of its own MIME type. Each such page gets ``<page>.results.json`` written beside it in the
+HTML output, and a link to it under the recorded table; the ``{paper-vs-ours}`` directive (Status page) gathers
+every executed notebook of its folder into one table, paper vs ours, when it is read (so whatever the order the
+pages are read in).
 """
 
 
@@ -106,7 +112,159 @@ def light_mode(app, pagename, templatename, context, doctree):
         context["default_mode"] = "light"
 
 
+def _results_cell(path):
+    """Index of the cell holding a notebook's results record (None if it has none)."""
+    import json
+
+    from gaussdiff_lib.chapters.results import MIME
+
+    cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+    return next((i for i, c in enumerate(cells) if c.get("cell_type") == "code"
+                 and any(MIME in o.get("data", {}) for o in c.get("outputs", []))), None)
+
+
+def collect_results(app, doctree):
+    """Keep a notebook page's results record for ``<page>.results.json`` and link the file under its table."""
+    from pathlib import Path
+
+    from docutils import nodes
+    from sphinx.util import logging
+
+    from gaussdiff_lib.chapters import results
+
+    env = app.env
+    path = Path(env.doc2path(env.docname))
+    if path.suffix != ".ipynb" or app.builder.format != "html":
+        return
+    try:
+        data = results.read(path)
+    except ValueError as err:
+        logging.getLogger(__name__).warning(f"malformed results record: {err}", location=env.docname)
+        return
+    if data is None:
+        return
+    if not hasattr(env, "gaussdiff_results"):
+        env.gaussdiff_results = {}
+    env.gaussdiff_results[env.docname] = data
+    index = _results_cell(path)
+    name = f"{path.stem}.results.json"
+    link = nodes.paragraph("", "These numbers as data: ", nodes.reference(name, name, refuri=name),
+                           classes=["gaussdiff-results-link"])
+    for cell in doctree.findall(nodes.container):
+        if cell.get("nb_element") == "cell_code" and cell.get("cell_index") == index:
+            outputs = [c for c in cell.children if c.get("nb_element") == "cell_code_output"]
+            (outputs[0] if outputs else cell).append(link)
+            return
+    doctree.append(link)     # the cell was removed from the page: link at the end instead
+
+
+def purge_results(app, env, docname):
+    getattr(env, "gaussdiff_results", {}).pop(docname, None)
+
+
+def merge_results(app, env, docnames, other):
+    theirs = getattr(other, "gaussdiff_results", {})
+    if not hasattr(env, "gaussdiff_results"):
+        env.gaussdiff_results = {}
+    env.gaussdiff_results.update({d: theirs[d] for d in docnames if d in theirs})
+
+
+def write_results(app, exception):
+    """Write each recorded page's ``<page>.results.json`` beside the page."""
+    import json
+    from pathlib import Path
+
+    if exception is not None or app.builder.format != "html":
+        return
+    for docname, data in getattr(app.env, "gaussdiff_results", {}).items():
+        if docname not in app.env.found_docs:
+            continue
+        target = Path(app.outdir) / f"{docname}.results.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps({**data, "page": app.builder.get_target_uri(docname)}, indent=1,
+                                     ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _paper_vs_ours():
+    from docutils import nodes
+    from docutils.parsers.rst import directives
+    from sphinx import addnodes
+    from sphinx.util.docutils import SphinxDirective
+
+    class PaperVsOurs(SphinxDirective):
+        """One table of every chapter's quoted numbers beside the paper's, from the executed notebooks in this
+        page's folder (or ``:folder:``, relative to it): chapter (linked), quantity, ours [interval], paper,
+        reproduced."""
+
+        has_content = False
+        option_spec = {"folder": directives.unchanged}
+
+        def run(self):
+            import posixpath
+            from pathlib import Path
+
+            from gaussdiff_lib.chapters import results
+
+            here = Path(self.env.doc2path(self.env.docname)).parent
+            folder = (here / self.options.get("folder", ".")).resolve()
+            for path in sorted(folder.glob("*.ipynb")):
+                self.env.note_dependency(str(path))
+            try:
+                rows = results.gather(folder)
+            except ValueError as err:
+                raise self.error(f"paper-vs-ours: {err}") from None
+            if not rows:
+                return [nodes.paragraph(text="No chapter of this build records the numbers it quotes.")]
+            base = posixpath.dirname(self.env.docname)
+            docname = lambda chapter: posixpath.join(base, chapter) if base else chapter  # noqa: E731
+            site = list(getattr(self.env, "external_site_map", None) or [])
+            order = {d: i for i, d in enumerate(site)}
+            rows.sort(key=lambda r: order.get(docname(r["chapter"]), len(order)))   # stable: rows keep their order
+            return [self._table(rows, docname)]
+
+        def _table(self, rows, docname):
+            from gaussdiff_lib.chapters.results import Quoted
+
+            heads = ["chapter", "quantity", "ours [95% interval]", "paper", "reproduced"]
+            table = nodes.table(classes=["paper-vs-ours"])
+            table += nodes.title(text="Paper vs ours: the numbers each chapter quotes")
+            group = nodes.tgroup(cols=len(heads))
+            table += group
+            group.extend(nodes.colspec(colwidth=w) for w in (20, 30, 20, 20, 10))
+            cell = lambda *children, **kw: nodes.entry("", nodes.paragraph("", "", *children), **kw)  # noqa: E731
+            head = nodes.thead()
+            head += nodes.row("", *(cell(nodes.Text(h)) for h in heads))
+            body = nodes.tbody()
+            chapters = list(dict.fromkeys(r["chapter"] for r in rows))
+            for chapter in chapters:
+                mine = [r for r in rows if r["chapter"] == chapter]
+                target = docname(chapter)
+                xref = addnodes.pending_xref("", nodes.inline(text=mine[0]["title"] or chapter), refdomain="std",
+                                             reftype="doc", reftarget="/" + target, refexplicit=True,
+                                             refwarn=True, refdoc=self.env.docname)
+                data = nodes.reference("data", "data", refuri=f"{chapter}.results.json")
+                for i, r in enumerate(mine):
+                    q = Quoted(r["quantity"], r["ours"], r["paper"], r["reproduced"],
+                               tuple(r["interval"]) if r["interval"] else None, r["claim"], r["unit"])
+                    paper = (r["paper"] or "no value given") + (f" ({r['claim']})" if r["claim"] else "")
+                    row = nodes.row()
+                    if i == 0:
+                        row += cell(xref, nodes.Text(" ("), data, nodes.Text(")"), morerows=len(mine) - 1)
+                    row.extend(cell(nodes.Text(t)) for t in (r["quantity"], q.ours_text(), paper, r["reproduced"]))
+                    body += row
+            group += head
+            group += body
+            return table
+
+    return PaperVsOurs
+
+
 def setup(app):
+    app.add_directive("paper-vs-ours", _paper_vs_ours())
+    app.connect("doctree-read", collect_results)
+    app.connect("env-purge-doc", purge_results)
+    app.connect("env-merge-info", merge_results)
+    app.connect("build-finished", write_results)
     app.connect("html-page-context", launch_templates, priority=600)
     app.connect("html-page-context", dedupe_scripts, priority=900)
     app.connect("doctree-read", record_execution)

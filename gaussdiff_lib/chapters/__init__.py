@@ -7,7 +7,8 @@
 - :mod:`~gaussdiff_lib.chapters.profiles` and :mod:`~gaussdiff_lib.chapters.execute`: profiles, chapter templates
   and the papermill executor;
 - :mod:`~gaussdiff_lib.chapters.plotting`, :mod:`~gaussdiff_lib.chapters.widgets`: figures and explorers;
-- :mod:`~gaussdiff_lib.chapters.assets`: the pinned scripts the offline book needs.
+- :mod:`~gaussdiff_lib.chapters.assets`: the pinned scripts the offline book needs;
+- :mod:`~gaussdiff_lib.chapters.results`: the numbers each chapter quotes beside the paper's, as data.
 
 The templates (``notebooks/``), profiles (``profiles/``) and the measured reports the scale page reads
 (``results/``) ship with the package, so an installed wheel runs the chapters from any folder.
@@ -15,7 +16,7 @@ The templates (``notebooks/``), profiles (``profiles/``) and the measured report
 """
 import importlib
 
-__all__ = ["glue", "runs", "models", "compare", "tables", "profiles", "execute", "plotting", "widgets", "assets"]
+__all__ = ["glue", "runs", "models", "compare", "tables", "profiles", "execute", "plotting", "widgets", "assets", "results"]
 
 
 def glue(name: str, value, display: bool = True):

@@ -1,0 +1,198 @@
+"""Results as data (gaussdiff_lib.chapters.results): a chapter's quoted numbers go into its executed notebook as a
+display output, come back out of it unchanged, are refused when malformed, and the book publishes them beside
+each page and gathers them on the Status page (the extension in book/_ext, built here on two small pages)."""
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import gaussdiff_lib as gd
+from gaussdiff_lib.chapters import results
+
+ROOT = Path(__file__).resolve().parent.parent
+PASS, FAIL = gd.stats.Check("passes", True), gd.stats.Check("fails", False)
+
+
+def _record_cell(chapter="demo", extra=""):
+    """A notebook cell that records three quoted numbers, one of each verdict, with their values known here."""
+    return nbformat.v4.new_code_cell(f"""\
+import gaussdiff_lib as gd
+a, b = gd.stats.Check("passes", True), gd.stats.Check("fails", False)
+q = gd.chapters.results.quote
+gd.chapters.results.record({chapter!r}, [
+    q("an estimate", gd.stats.Estimate(0.031, 0.02, 0.045), "< 0.05", a, claim="claim 4, Fig 2"),
+    q("a count", "7 of 10", "most σ", [a, b]),
+    q("a number", 841.0, None, b, unit="epochs"),
+], [a, b])
+{extra}""")
+
+
+def _executed(tmp_path, name="demo", cells=None):
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# A demo chapter\n\nSome prose."), *(cells or [_record_cell(name)])]
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    path = tmp_path / f"{name}.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+EXPECTED = [
+    {"chapter": "demo", "title": "A demo chapter", "quantity": "an estimate", "ours": 0.031, "interval": [0.02, 0.045],
+     "paper": "< 0.05", "reproduced": "yes", "claim": "claim 4, Fig 2", "unit": ""},
+    {"chapter": "demo", "title": "A demo chapter", "quantity": "a count", "ours": "7 of 10", "interval": None,
+     "paper": "most σ", "reproduced": "partly", "claim": "", "unit": ""},
+    {"chapter": "demo", "title": "A demo chapter", "quantity": "a number", "ours": 841.0, "interval": None,
+     "paper": None, "reproduced": "no", "claim": "", "unit": "epochs"},
+]
+
+
+def test_record_then_gather_through_an_executed_notebook(tmp_path):
+    path = _executed(tmp_path)
+    assert results.gather(tmp_path) == EXPECTED
+    data = results.read(path)
+    assert data["verdict"] == "partly" and data["schema"] == results.SCHEMA and data["title"] == "A demo chapter"
+    assert [r["checks"] for r in data["rows"]] == [["passes"], ["passes", "fails"], ["fails"]]
+    # the page shows a table, and the output is one display bundle (record returns None: no second copy)
+    outputs = nbformat.read(path, as_version=4).cells[1].outputs
+    assert len(outputs) == 1 and outputs[0].output_type == "display_data"
+    table = outputs[0].data["text/markdown"]
+    assert "| an estimate | 0.031 [0.02, 0.045] | < 0.05 (claim 4, Fig 2) | yes |" in table
+    assert "| a number | 841 epochs | (no value given) | no |" in table
+
+
+def test_reproduced_is_the_verdict_of_the_checks():
+    """Oracle: yes when every check passes, no when none does, partly otherwise (enumerated, not computed)."""
+    cases = {(True,): "yes", (False,): "no", (True, True): "yes", (False, False): "no", (True, False): "partly",
+             (False, True, True): "partly"}
+    for passed, word in cases.items():
+        checks = [gd.stats.Check(f"c{i}", p) for i, p in enumerate(passed)]
+        assert results.quote("x", 1.0, None, checks).reproduced == word
+    est = gd.stats.mean([0.1, 0.2, 0.3, 0.4])
+    row = results.quote("mean", est, "0.25", PASS)
+    assert (row.ours, row.interval) == (est.value, (est.lo, est.hi)) and row.checks == ("passes",)
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    ({"reproduced": "maybe"}, "reproduced must be one of"),
+    ({"interval": (0.3, 0.1)}, "lo > hi"),
+    ({"interval": (0.0, float("nan"))}, "must be finite"),
+    ({"ours": float("nan")}, "must be finite"),
+    ({"ours": float("inf")}, "must be finite"),
+    ({"ours": True}, "must be a real number"),
+    ({"ours": 0.5, "interval": (0.0, 0.2)}, "outside its own interval"),
+    ({"ours": "3 of 10", "interval": (0.0, 1.0)}, "needs a numeric value"),
+    ({"quantity": " "}, "quantity must be a non-empty string"),
+    ({"paper": ""}, "paper must be a non-empty string or None"),
+    ({"interval": (0.1,)}, "must be a pair"),
+])
+def test_bad_rows_are_refused(kwargs, msg):
+    base = {"quantity": "q", "ours": 0.15, "paper": "< 0.2", "reproduced": "yes", "interval": (0.1, 0.2)}
+    with pytest.raises(ValueError, match=msg):
+        results.Quoted(**{**base, **kwargs})
+
+
+def test_bad_records_are_refused():
+    row = results.quote("q", 0.1, None, PASS)
+    with pytest.raises(ValueError, match="lower case"):
+        results.payload("Linear Gaussian", [row])
+    with pytest.raises(ValueError, match="non-empty list of Quoted"):
+        results.payload("demo", [])
+    with pytest.raises(ValueError, match="quoted once"):
+        results.payload("demo", [row, row])
+    with pytest.raises(ValueError, match="not among the chapter's checks"):
+        results.payload("demo", [row], [FAIL])
+    with pytest.raises(ValueError, match="gd.stats.Check"):
+        results.quote("q", 0.1, None, [])
+    # a row typed by hand cannot contradict its chapter: all checks pass, so no row may say "no"
+    with pytest.raises(ValueError, match="verdict is 'yes'"):
+        results.payload("demo", [results.Quoted("q", 0.1, None, "no", checks=("passes",))], [PASS])
+
+
+def _write(tmp_path, name, data):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={results.MIME: d, "text/plain": ""}) for d in data]
+    nb.cells = [cell]
+    nbformat.write(nb, tmp_path / f"{name}.ipynb")
+
+
+def test_gather_refuses_malformed_records(tmp_path):
+    good = results.payload("demo", [results.quote("q", 0.1, "< 0.2", PASS)], [PASS])
+    row = good["rows"][0]
+    bad = {
+        "schema": ({**good, "schema": 99}, "schema 99"),
+        "rows": ({**good, "rows": []}, "non-empty list of rows"),
+        "field": ({**good, "rows": [{k: v for k, v in row.items() if k != "paper"}]}, "missing fields \\['paper'\\]"),
+        "unknown": ({**good, "rows": [{**row, "colour": "red"}]}, "unknown fields \\['colour'\\]"),
+        "word": ({**good, "rows": [{**row, "reproduced": "Yes"}]}, "reproduced must be one of"),
+        "nan": ({**good, "rows": [{**row, "ours": math.nan}]}, "must be finite"),
+        "verdict": ({**good, "verdict": "no"}, "verdict is 'no'"),
+    }
+    for name, (data, msg) in bad.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        _write(folder, "demo", [data])
+        with pytest.raises(ValueError, match=msg):
+            results.gather(folder)
+    _write(tmp_path, "twice", [good, good])
+    with pytest.raises(ValueError, match="2 results records"):
+        results.read(tmp_path / "twice.ipynb")
+    _write(tmp_path, "other", [good])
+    with pytest.raises(ValueError, match="names chapter 'demo' but sits in other.ipynb"):
+        results.read(tmp_path / "other.ipynb")
+    with pytest.raises(ValueError, match="not a folder"):
+        results.gather(tmp_path / "missing")
+
+
+def _mini_book(tmp_path, chapters):
+    """A two-page Sphinx project with myst-nb and the book's extension, built with warnings as errors."""
+    src = tmp_path / "src"
+    (src / "book").mkdir(parents=True)
+    shutil.copytree(ROOT / "book" / "_ext", src / "_ext")
+    (src / "conf.py").write_text(
+        "import sys, os\nsys.path.insert(0, os.path.abspath('_ext'))\n"
+        "extensions = ['myst_nb', 'gaussdiff_book']\nnb_execution_mode = 'off'\nnb_render_markdown_format = 'myst'\n"
+        "suppress_warnings = ['mystnb.unknown_mime_type']\nexclude_patterns = ['_build', '_ext']\n")
+    toc = "\n".join(f"book/{c}" for c in [*chapters, "status"])
+    (src / "index.md").write_text(f"# Index\n\n```{{toctree}}\n{toc}\n```\n")
+    for name, path in chapters.items():
+        shutil.copy(path, src / "book" / f"{name}.ipynb")
+    status = nbformat.v4.new_notebook()
+    status.cells = [nbformat.v4.new_markdown_cell("# Status\n\n```{paper-vs-ours}\n```")]
+    nbformat.write(status, src / "book" / "status.ipynb")
+    out = src / "_build" / "html"
+    run = subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-W", "-n", "-q", str(src), str(out)],
+                         capture_output=True, text=True, timeout=300)
+    return run, out / "book"
+
+
+def test_the_book_publishes_the_records_and_gathers_them(tmp_path):
+    path = _executed(tmp_path)
+    run, html = _mini_book(tmp_path, {"demo": path})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    published = json.loads((html / "demo.results.json").read_text())
+    assert published["rows"] == results.read(path)["rows"] and published["page"] == "book/demo.html"
+    page = (html / "demo.html").read_text()
+    assert 'href="demo.results.json"' in page and "<td><p>0.031 [0.02, 0.045]</p></td>" in page   # a table
+    status = (html / "status.html").read_text()
+    assert 'class="paper-vs-ours' in status and status.count("<tr") == 1 + len(EXPECTED)
+    assert 'href="demo.html"' in status and 'href="demo.results.json"' in status
+    for text in ("0.031 [0.02, 0.045]", "7 of 10", "841 epochs", "&lt; 0.05 (claim 4, Fig 2)", "no value given"):
+        assert text in status, text
+    assert not (html / "status.results.json").exists()
+
+
+def test_a_malformed_record_fails_the_build(tmp_path):
+    path = _executed(tmp_path, "demo")
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].outputs[0].data[results.MIME]["rows"][0]["reproduced"] = "sure"
+    nbformat.write(nb, path)
+    run, _ = _mini_book(tmp_path, {"demo": path})
+    assert run.returncode != 0 and "reproduced must be one of" in run.stdout + run.stderr
