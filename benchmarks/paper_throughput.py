@@ -26,7 +26,7 @@ def main():
     parser.add_argument("--channels", type=int, default=3, help="image channels of the synthetic data")
     parser.add_argument("--out", default="paper_throughput.json")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                        help="fp32: the float32 loop the reports in gaussdiff_lib/chapters/results were measured with; "
+                        help="fp32: the float32 loop the reports in gaussdiff_lib/chapters/reports were measured with; "
                              "bf16: autocast (the training default on CUDA)")
     parser.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--accumulate", type=int, default=1, help="micro-batches per step")

@@ -45,7 +45,7 @@ def test_the_wheel_ships_templates_profiles_and_reports(installed):
         assert f"gaussdiff_lib/chapters/profiles/{profile}.yml" in names
     templates = {n for n in names if n.startswith("gaussdiff_lib/chapters/notebooks/") and n.endswith(".ipynb")}
     assert {Path(n).stem for n in templates} == {p.stem for p in (ROOT / "gaussdiff_lib/chapters/notebooks").glob("*.ipynb")}
-    assert "gaussdiff_lib/chapters/results/paper_throughput_h200.json" in names
+    assert "gaussdiff_lib/chapters/reports/paper_throughput_h200.json" in names
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
     with zipfile.ZipFile(wheel) as z:
         requires = [ln for ln in z.read(meta).decode().splitlines() if ln.startswith("Requires-Dist: torch")]

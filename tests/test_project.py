@@ -332,8 +332,8 @@ def test_snapshot_steps_named_by_notebooks_are_kept(profile):
 def test_execution_key_follows_the_files_a_notebook_depends_on(tmp_path, monkeypatch):
     shutil.copytree(TEMPLATES / "notebooks", tmp_path / "notebooks")
     shutil.copytree(TEMPLATES / "profiles", tmp_path / "profiles")
-    (tmp_path / "results").mkdir(parents=True)
-    report = tmp_path / "results" / "a.json"
+    (tmp_path / "reports").mkdir(parents=True)
+    report = tmp_path / "reports" / "a.json"
     report.write_text("{}")
     monkeypatch.setenv("GAUSSDIFF_ROOT", str(tmp_path))
     scale, other = tmp_path / "notebooks" / "scale.ipynb", tmp_path / "notebooks" / "gaussian_shadow.ipynb"

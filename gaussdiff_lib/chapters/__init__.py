@@ -11,7 +11,7 @@
 - :mod:`~gaussdiff_lib.chapters.results`: the numbers each chapter quotes beside the paper's, as data.
 
 The templates (``notebooks/``), profiles (``profiles/``) and the measured reports the scale page reads
-(``results/``) ship with the package, so an installed wheel runs the chapters from any folder.
+(``reports/``) ship with the package, so an installed wheel runs the chapters from any folder.
 :func:`glue` records a value for the book's prose (myst-nb) and prints it where myst-nb is missing (Colab).
 """
 import importlib

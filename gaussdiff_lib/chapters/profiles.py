@@ -13,14 +13,14 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["root", "project", "names", "load", "parameters", "defaults", "fill", "notebooks", "results_path",
+__all__ = ["root", "project", "names", "load", "parameters", "defaults", "fill", "notebooks", "report_path",
            "EXPERIMENTS"]
 
 EXPERIMENTS = "experiments"  # the reserved profile key holding the named runs
 
 
 def root() -> Path:
-    """The folder holding ``profiles/``, ``notebooks/`` and ``results/``: the package's own copies
+    """The folder holding ``profiles/``, ``notebooks/`` and ``reports/``: the package's own copies
     (``gaussdiff_lib/chapters``), or ``$GAUSSDIFF_ROOT`` (a folder with your own profiles and templates)."""
     env = os.environ.get("GAUSSDIFF_ROOT")
     return Path(env) if env else Path(__file__).resolve().parent
@@ -36,13 +36,13 @@ def project() -> Path:
     return next((p for p in (here, *here.parents) if (p / "_config.yml").is_file()), here)
 
 
-def results_path(report: str | os.PathLike) -> Path:
+def report_path(report: str | os.PathLike) -> Path:
     """A measurement report the book reads: the path itself if it exists, else the report of that name shipped in
-    ``results/`` (the GPU measurements behind the scale page)."""
+    ``reports/`` (the GPU measurements behind the scale page)."""
     path = Path(report).expanduser()
     if path.exists():
         return path
-    shipped = root() / "results" / path.name
+    shipped = root() / "reports" / path.name
     if not shipped.exists():
         raise FileNotFoundError(f"no report {report}: neither that path nor {shipped} exists")
     return shipped

@@ -8,8 +8,6 @@ number the prose quotes (ours, with its interval where there is one) with what t
 output of type ``MIME`` (a JSON record with a ``SCHEMA`` version). :func:`read` and :func:`gather` take
 them back out of executed notebooks: the book publishes each page's record as ``<page>.results.json`` beside
 the page, and the Status page gathers all of them into one table, paper vs ours (``book/_ext``).
-
-(``results/`` beside this module is package data, the measured GPU reports of the scale page, not a package.)
 """
 from __future__ import annotations
 
