@@ -46,8 +46,9 @@ def smoke_book():
         shutil.copy(ROOT / name, SRC / name)
     for page in [*(ROOT / "book").glob("*.md"), *(ROOT / "book").glob("*.bib")]:
         shutil.copy(page, SRC / "book" / page.name)
-    for folder in ("_ext", "_js"):
-        shutil.copytree(ROOT / "book" / folder, SRC / "book" / folder)
+    for folder in (ROOT / "book").glob("_*"):      # the book's extension, scripts and static files
+        if folder.is_dir():
+            shutil.copytree(folder, SRC / "book" / folder.name)
     (SRC / ".assets").symlink_to(book_assets.fetch(quiet=True).parent, target_is_directory=True)
     executed = gd.chapters.execute.execute("smoke", SRC / "book")
     jb = Path(sys.executable).parent / "jupyter-book"
