@@ -90,12 +90,16 @@ class UnreachableTarget(ValueError):
                  rel_error: float, draws: int):
         self.sigma, self.floor, self.target, self.images = sigma, floor, target, images
         self.images_needed, self.max_noise, self.rel_error, self.draws = images_needed, max_noise, rel_error, draws
+        self._args = (sigma, floor, target, images, images_needed, max_noise, rel_error, draws)
         super().__init__(
             f"target_error = {target:g} cannot be reached at sigma = {sigma:g} with the {images} images given: "
             f"after {draws} noise draws per image the relative W error is {rel_error:.3g}, and the spread of the "
             f"images themselves leaves a floor of about {floor:.3g} that no number of draws removes; about "
             f"{images_needed} images (with max_noise = {max_noise} draws each) would be needed. Pass more images, "
             f"a target_error above the floor, or unreachable='report' to record this in info and go on")
+
+    def __reduce__(self):           # picklable, so it crosses process boundaries (DDP, multiprocessing) intact
+        return (type(self), self._args)
 
 
 def _error_model(history: list[tuple[int, float]], n: int, q: int, target: float, max_noise: int) -> dict:
@@ -201,13 +205,15 @@ def fit_linear(D, images: torch.Tensor, sigmas, n_noise: int = 4, batch_size: in
       (the floor is part of it): of 100 such fits with targets from 0.012 to 0.03, none stopped for the images
       where 64 draws would have reached the target.
     - ``max_noise`` draws used and the target missed: ``limited_by = "images"`` if the floor (now from the
-      widest lever arm) exceeds t; otherwise ``"draws"``: these images would do with ``draws_needed`` draws, a
-      budget and not an impossibility, so it never raises.
+      widest lever arm) exceeds t; otherwise ``"draws"``: these images would do with ``draws_needed`` draws
+      (at least ``max_noise`` + 1), a budget and not an impossibility, so it never raises.
 
     ``"images"`` raises :class:`UnreachableTarget` or, with ``unreachable="report"``, is recorded in ``info``
     (``target_met`` False, ``floor``, ``images_needed``, ``draws_needed``, ``limited_by``). A target missed
-    after a single round (``max_noise`` <= ``n_noise``) has no floor estimate; its ``images_needed`` is then
-    n e^2 / t^2 (the law above with R = r, the inflation aside).
+    after a single round (``max_noise`` <= ``n_noise``), or with ``ridge`` > 0 (the law is the unregularised
+    estimator's, so no floor is modelled and the fit simply stops at ``max_noise``), has no floor estimate:
+    ``limited_by = "unknown"`` and ``images_needed`` = n e^2 / t^2 (the law above with R = r, the inflation
+    aside), at least n + 1.
     """
     images = as_images(images, "images")
     levels = as_levels(sigmas)
@@ -271,7 +277,7 @@ def fit_linear(D, images: torch.Tensor, sigmas, n_noise: int = 4, batch_size: in
             if target_error is None or rel_error is None or rel_error <= target_error:
                 break
             history.append((reps, rel_error))
-            if len(history) >= 2:
+            if len(history) >= 2 and ridge == 0:       # the law below is the unregularised estimator's
                 missed.update(_error_model(history, n, p + 1, target_error, max_noise))
                 if missed["floor"] > FLOOR_MARGIN * target_error or (reps >= max_noise
                                                                      and missed["floor"] > target_error):
@@ -282,10 +288,15 @@ def fit_linear(D, images: torch.Tensor, sigmas, n_noise: int = 4, batch_size: in
                                                 max_noise, rel_error, reps)
                     break
             if reps >= max_noise:
-                if len(history) >= 2:
+                if missed["floor"] is not None:
                     missed["limited_by"] = "draws"
+                    # the target was missed at max_noise draws, so the images need more than that, whatever a noisy
+                    # estimate says
+                    if missed["draws_needed"] is not None:
+                        missed["draws_needed"] = max(missed["draws_needed"], max_noise + 1)
                 else:
-                    missed["images_needed"] = math.ceil(n * (rel_error / target_error) ** 2)
+                    missed["images_needed"] = max(n + 1, math.ceil(n * (rel_error / target_error) ** 2))
+                    missed["limited_by"] = "unknown"
                 break
             # the error falls as 1/sqrt(samples) at most: ask for what the target needs, with 10% to spare, and at
             # most twice the draws so far, so that the floor is seen before the bulk of the draws is spent

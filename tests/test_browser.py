@@ -214,13 +214,21 @@ def test_explorers_respond_to_their_sliders_without_a_kernel(served, browser, pa
                 box = boxes.nth(k)
                 handle = box.locator("[role=slider]").first
                 readout = box.locator(".widget-readout").first
-                shown = lambda: box.locator("img:visible")   # noqa: E731
+                name = box.locator(".widget-slider .widget-label").first.inner_text().strip()
 
                 def state():
-                    imgs = shown()
+                    """(readout, src, alt) once the frame shown is the one the readout names, or after 10 s: the
+                    link and the image swap run asynchronously in the page, so the test polls instead of sleeping."""
+                    for _ in range(200):
+                        imgs = box.locator("img:visible")
+                        label = readout.inner_text().strip()
+                        if imgs.count() == 1:
+                            alt = imgs.first.get_attribute("alt") or ""
+                            if alt.startswith(f"{name} = {label}:"):
+                                break
+                        visit.page.wait_for_timeout(50)
                     assert imgs.count() == 1, f"{page.name} explorer {k}: {imgs.count()} frames shown at once"
-                    img = imgs.first
-                    return readout.inner_text().strip(), img.get_attribute("src"), img.get_attribute("alt")
+                    return label, imgs.first.get_attribute("src"), imgs.first.get_attribute("alt")
 
                 handle.focus()
                 handle.press("Home")
@@ -228,18 +236,17 @@ def test_explorers_respond_to_their_sliders_without_a_kernel(served, browser, pa
                 box.screenshot(path=str(SHOTS / f"{page.stem}-explorer{k}-first.png"))
                 for step in range(3):
                     handle.press("ArrowRight")
-                    visit.page.wait_for_timeout(100)
                     seen.append(state())
                     box.screenshot(path=str(SHOTS / f"{page.stem}-explorer{k}-step{step + 1}.png"))
                 handle.press("End")
-                visit.page.wait_for_timeout(100)
                 seen.append(state())
                 box.screenshot(path=str(SHOTS / f"{page.stem}-explorer{k}-last.png"))
                 labels = [s[0] for s in seen]
                 assert len(set(labels)) > 1, f"{page.name} explorer {k}: the slider did not move ({labels})"
                 for label, src, alt in seen:
                     # the frame shown is the one the slider names (its alt text starts with the slider's value)
-                    assert f"= {label}" in alt, f"{page.name} explorer {k}: slider at {label!r} shows {alt!r}"
+                    assert alt.startswith(f"{name} = {label}:"), \
+                        f"{page.name} explorer {k}: slider at {label!r} shows {alt!r}"
                 by_label = {label: src for label, src, _ in seen}
                 assert len(set(by_label.values())) == len(by_label), \
                     f"{page.name} explorer {k}: different slider values show the same picture"
@@ -259,6 +266,7 @@ def test_explorer_pages_stay_within_their_weight_budget(served, browser, pages):
         own = sum(size for u, size in visit.loaded if not urlparse(u).path.startswith(SHARED))
         shared = sum(size for u, size in visit.loaded if urlparse(u).path.startswith(SHARED))
         weights[page.name] = {"page_bytes": own, "shared_bytes": shared, "html_bytes": page.stat().st_size}
+    assert weights, "no explorer page to weigh"
     (SHOTS / "page-weights.json").write_text(json.dumps(weights, indent=1))
     heavy = {name: w["page_bytes"] for name, w in weights.items() if w["page_bytes"] > PAGE_BUDGET}
     assert not heavy, f"explorer pages over the {PAGE_BUDGET:,}-byte budget: {heavy}"

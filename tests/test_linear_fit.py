@@ -267,7 +267,7 @@ def test_target_error_adds_draws_until_the_fit_is_that_exact():
     more = fit_linear(D, X, [1.0], n_noise=info["draws_needed"], seed=3)
     assert 0.7 * target <= more.info[0]["rel_error"] <= 1.1 * target
     once = fit_linear(D, X, [1.0], n_noise=2, seed=3, target_error=target, max_noise=2)   # one round: no floor
-    assert once.info[0]["floor"] is None and once.info[0]["limited_by"] is None
+    assert once.info[0]["floor"] is None and once.info[0]["limited_by"] == "unknown"
     assert once.info[0]["images_needed"] == math.ceil(400 * (first.info[0]["rel_error"] / target) ** 2)
     with pytest.raises(ValueError, match=r"target_error is a relative error of W in \(0, 1\)"):
         fit_linear(D, X, [1.0], target_error=2.0)
@@ -330,3 +330,26 @@ def test_an_unreachable_target_names_the_images_it_needs_and_that_many_reach_it(
         assert easy.info[0]["target_met"] and easy.info[0]["limited_by"] is None
     assert sum(floors) / 3 == pytest.approx(1.0, abs=0.15)
     assert sum(achieved) / 3 == pytest.approx(1.0, abs=0.2)
+
+
+def test_missed_targets_never_name_impossible_budgets():
+    """With ridge > 0 the error law is not the regularised estimator's, so no floor is modelled (it once named
+    -428 images); a draw-limited miss names more draws than were spent; the error survives pickling."""
+    import pickle
+
+    D = SmoothResidual(64)
+    Y = _digit_like(10, 0)
+    L = fit_linear(D, Y, [1.0], n_noise=2, ridge=1e-2, target_error=0.05, max_noise=4, unreachable="report")
+    info = L.info[0]
+    assert info["target_met"] is False and info["limited_by"] == "unknown" and info["floor"] is None
+    assert info["images_needed"] > 10 and info["draws_needed"] is None
+    Y = _digit_like(400, 1)
+    L = fit_linear(D, Y, [1.0], n_noise=2, target_error=0.01, max_noise=5, unreachable="report")
+    info = L.info[0]
+    if info["limited_by"] == "draws":
+        assert info["draws_needed"] > 5 and info["images_needed"] > 0
+    else:
+        assert info["limited_by"] == "images" and info["images_needed"] > 400
+    e = gd.linear_fit.UnreachableTarget(0.1, 0.2, 0.05, 200, 3200, 64, 0.21, 4)
+    back = pickle.loads(pickle.dumps(e))
+    assert str(back) == str(e) and back.images_needed == 3200 and isinstance(back, ValueError)

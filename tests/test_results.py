@@ -196,3 +196,11 @@ def test_a_malformed_record_fails_the_build(tmp_path):
     nbformat.write(nb, path)
     run, _ = _mini_book(tmp_path, {"demo": path})
     assert run.returncode != 0 and "reproduced must be one of" in run.stdout + run.stderr
+
+
+def test_a_row_s_checks_must_be_a_list_of_claims():
+    """A string in place of the list would otherwise become a tuple of its characters."""
+    row = {"quantity": "q", "ours": 0.1, "paper": None, "reproduced": "yes", "checks": "claim 3"}
+    with pytest.raises(ValueError, match="checks must be a list of the checks' claims, got str"):
+        results.Quoted.from_dict(row)
+    assert results.Quoted.from_dict({**row, "checks": ["claim 3"]}).checks == ("claim 3",)

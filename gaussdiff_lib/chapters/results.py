@@ -113,10 +113,13 @@ class Quoted:
         if missing or extra:
             raise ValueError(f"malformed quoted row {row.get('quantity', row)!r}: missing fields {sorted(missing)}, "
                              f"unknown fields {sorted(extra)}")
-        interval = row.get("interval")
+        interval, checks = row.get("interval"), row.get("checks", [])
+        if not isinstance(checks, list):
+            raise ValueError(f"malformed quoted row {row['quantity']!r}: checks must be a list of the checks' claims, "
+                             f"got {type(checks).__name__}")
         return cls(row["quantity"], row["ours"], row["paper"], row["reproduced"],
                    tuple(interval) if isinstance(interval, list) else interval, row.get("claim", ""),
-                   row.get("unit", ""), tuple(row.get("checks", ())))
+                   row.get("unit", ""), tuple(checks))
 
     def ours_text(self, digits: int = 3) -> str:
         """Our value as the tables show it: ``value [lo, hi] unit``."""
