@@ -189,6 +189,20 @@ def test_the_book_publishes_the_records_and_gathers_them(tmp_path):
     assert not (html / "status.results.json").exists()
 
 
+def test_a_chapter_added_later_joins_the_table_without_a_clean_build(tmp_path):
+    """The Status page is read again when a page is added, although none of the files it was read from changed."""
+    run, html = _mini_book(tmp_path, {"demo": _executed(tmp_path)})
+    assert run.returncode == 0 and (html / "status.html").read_text().count("<tr") == 1 + len(EXPECTED)
+    src = tmp_path / "src"
+    shutil.copy(_executed(tmp_path, "other"), src / "book" / "other.ipynb")
+    (src / "index.md").write_text("# Index\n\n```{toctree}\nbook/demo\nbook/other\nbook/status\n```\n")
+    run = subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-W", "-n", "-q", str(src), str(html.parent)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    status = (html / "status.html").read_text()
+    assert status.count("<tr") == 1 + 2 * len(EXPECTED) and 'href="other.html"' in status
+
+
 def test_a_malformed_record_fails_the_build(tmp_path):
     path = _executed(tmp_path, "demo")
     nb = nbformat.read(path, as_version=4)

@@ -160,6 +160,15 @@ def collect_results(app, doctree):
 
 def purge_results(app, env, docname):
     getattr(env, "gaussdiff_results", {}).pop(docname, None)
+    getattr(env, "gaussdiff_tables", set()).discard(docname)
+
+
+def outdated_tables(app, env, added, changed, removed):
+    """Pages with a paper-vs-ours table are read again whenever a page is added or removed: a chapter that
+    appears or disappears changes the table, though no file the table was read from did."""
+    if added or removed:
+        return sorted(getattr(env, "gaussdiff_tables", set()) - set(removed))
+    return []
 
 
 def merge_results(app, env, docnames, other):
@@ -167,6 +176,9 @@ def merge_results(app, env, docnames, other):
     if not hasattr(env, "gaussdiff_results"):
         env.gaussdiff_results = {}
     env.gaussdiff_results.update({d: theirs[d] for d in docnames if d in theirs})
+    if not hasattr(env, "gaussdiff_tables"):
+        env.gaussdiff_tables = set()
+    env.gaussdiff_tables |= {d for d in getattr(other, "gaussdiff_tables", set()) if d in docnames}
 
 
 def write_results(app, exception):
@@ -187,17 +199,16 @@ def write_results(app, exception):
 
 def _paper_vs_ours():
     from docutils import nodes
-    from docutils.parsers.rst import directives
     from sphinx import addnodes
     from sphinx.util.docutils import SphinxDirective
 
     class PaperVsOurs(SphinxDirective):
         """One table of every chapter's quoted numbers beside the paper's, from the executed notebooks in this
-        page's folder (or ``:folder:``, relative to it): chapter (linked), quantity, ours [interval], paper,
-        reproduced."""
+        page's folder: chapter (linked), quantity, ours [interval], paper, reproduced. The page is read again
+        when one of those notebooks changes (a dependency) and when a page is added or removed (see
+        ``outdated_tables``)."""
 
         has_content = False
-        option_spec = {"folder": directives.unchanged}
 
         def run(self):
             import posixpath
@@ -205,8 +216,10 @@ def _paper_vs_ours():
 
             from gaussdiff_lib.chapters import results
 
-            here = Path(self.env.doc2path(self.env.docname)).parent
-            folder = (here / self.options.get("folder", ".")).resolve()
+            folder = Path(self.env.doc2path(self.env.docname)).parent.resolve()
+            if not hasattr(self.env, "gaussdiff_tables"):
+                self.env.gaussdiff_tables = set()
+            self.env.gaussdiff_tables.add(self.env.docname)
             for path in sorted(folder.glob("*.ipynb")):
                 self.env.note_dependency(str(path))
             try:
@@ -264,6 +277,7 @@ def setup(app):
     app.connect("doctree-read", collect_results)
     app.connect("env-purge-doc", purge_results)
     app.connect("env-merge-info", merge_results)
+    app.connect("env-get-outdated", outdated_tables)
     app.connect("build-finished", write_results)
     app.connect("html-page-context", launch_templates, priority=600)
     app.connect("html-page-context", dedupe_scripts, priority=900)
