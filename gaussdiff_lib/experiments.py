@@ -5,11 +5,12 @@ from .chapters.models import (LicenseNotice, certificate, certificates, converge
                               model, models, train_job)
 from .chapters.runs import (ARCH_NAMES, Run, check_same_training, criterion, dae_description, dae_label, heldout_set,
                             run, runs, sweep, sweeps, training_set)
-from .chapters.tables import RUN_PARAMETERS, analysis_memory, chapter_networks, data_sources, training_plan
+from .chapters.tables import (RUN_PARAMETERS, analysis_memory, chapter_networks, data_sources, fit_rows, image_limit,
+                              training_plan)
 from .convergence import INTERMEDIATE
 
 __all__ = ["Run", "runs", "run", "sweep", "sweeps", "criterion", "check_same_training", "dae_label", "dae_description",
            "training_set", "heldout_set", "ARCH_NAMES", "model", "models", "gaussian", "certificate", "certificates",
            "convergence_rows", "convergence_sentence", "train_job", "LicenseNotice", "compare", "Comparison",
            "compare_halves", "Halves", "training_plan", "analysis_memory", "chapter_networks", "data_sources",
-           "RUN_PARAMETERS", "INTERMEDIATE"]
+           "fit_rows", "image_limit", "RUN_PARAMETERS", "INTERMEDIATE"]

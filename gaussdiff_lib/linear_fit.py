@@ -90,7 +90,6 @@ class UnreachableTarget(ValueError):
                  rel_error: float, draws: int):
         self.sigma, self.floor, self.target, self.images = sigma, floor, target, images
         self.images_needed, self.max_noise, self.rel_error, self.draws = images_needed, max_noise, rel_error, draws
-        self._args = (sigma, floor, target, images, images_needed, max_noise, rel_error, draws)
         super().__init__(
             f"target_error = {target:g} cannot be reached at sigma = {sigma:g} with the {images} images given: "
             f"after {draws} noise draws per image the relative W error is {rel_error:.3g}, and the spread of the "
@@ -99,7 +98,8 @@ class UnreachableTarget(ValueError):
             f"a target_error above the floor, or unreachable='report' to record this in info and go on")
 
     def __reduce__(self):           # picklable, so it crosses process boundaries (DDP, multiprocessing) intact
-        return (type(self), self._args)
+        return (type(self), (self.sigma, self.floor, self.target, self.images, self.images_needed, self.max_noise,
+                             self.rel_error, self.draws))
 
 
 def _error_model(history: list[tuple[int, float]], n: int, q: int, target: float, max_noise: int) -> dict:

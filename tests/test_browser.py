@@ -123,8 +123,6 @@ def _explorer_pages(pages):
 
 def _local_target(page: Path, ref: str) -> Path | None:
     parts = urlparse(ref)
-    if parts.scheme in ("http", "https") and parts.hostname == "127.0.0.1":
-        return None if not parts.path else Path("/__served__" + unquote(parts.path))
     if parts.scheme or parts.netloc or ref.startswith(("#", "mailto:", "javascript:")) or not parts.path:
         return None
     return (page.parent / unquote(parts.path)).resolve()
@@ -186,15 +184,13 @@ def test_every_page_renders_offline(served, browser, pages):
                 problems.append(f"{rel}: image {img['src'][:80]} did not load")
             if not img["alt"] or re.search(r"\.(png|jpe?g|svg|gif)$", img["alt"], re.I):
                 problems.append(f"{rel}: image {img['src'][:80]} has no alt text ({img['alt']!r})")
-            target = _local_target(page, img["src"])
             if img["src"].startswith(("data:", f"blob:{base}/")):
                 continue   # inline bytes, or an object URL the widget manager made from bytes embedded in the page
-            if target is None:
+            if _local_target(page, img["src"]) is None:
                 problems.append(f"{rel}: image from another host {img['src'][:80]}")
         for href in facts["hrefs"]:
             target = _local_target(page, href)
-            if target is not None and not str(target).startswith("/__served__") \
-                    and not (target.is_file() or (target / "index.html").is_file()):
+            if target is not None and not (target.is_file() or (target / "index.html").is_file()):
                 problems.append(f"{rel}: link {href} leads nowhere")
     (SHOTS / "console-warnings.json").write_text(json.dumps(warnings, indent=1, ensure_ascii=False))
     assert not problems, "\n".join(problems)

@@ -377,3 +377,28 @@ def test_a_run_s_accumulation_reaches_training_and_changes_memory_not_the_run(pr
     assert seen == [4]                           # trained in four micro-batches of 2
     a = gd.experiments.model("a", "tiny", device="cpu", progress=False)
     assert a.run_dir == b.run_dir                # and it is the same run: a finds b's weights
+
+
+def test_fit_tables_show_each_fit_s_sampling_facts():
+    """The linear chapter's fit table and its image-limit sentence, from fit_linear's info, by hand."""
+    from types import SimpleNamespace
+
+    def info(sigma, samples, err, floor=None, needed=None, limited=None):
+        return {"sigma": sigma, "samples": samples, "rel_error": err, "rmse_error": err / 10, "floor": floor,
+                "images_needed": needed, "limited_by": limited}
+
+    a = SimpleNamespace(info=[info(1.5, 800, 0.04), info(0.5, 1600, 0.09, 0.081, 5200, "images")])
+    b = SimpleNamespace(info=[info(1.5, 800, 0.06, 0.02, 300, "draws"), info(0.5, 1600, 0.2, 0.19, 31000, "images")])
+    rows = gd.experiments.fit_rows({"large": a, "small": b})
+    assert rows[0] == {"σ": 1.5, "large: inputs": 800, "large: W error": 0.04, "large: output error": 0.004,
+                       "large: image floor": "–", "large: images for the target": "–", "small: inputs": 800,
+                       "small: W error": 0.06, "small: output error": 0.006, "small: image floor": "0.020",
+                       "small: images for the target": "300"}
+    assert rows[1]["small: images for the target"] == "31,000" and rows[1]["large: image floor"] == "0.081"
+    assert gd.experiments.image_limit(a.info, 400, 0.05) == (
+        "1 of the 2 levels are limited by the 400 images, not the draws: their own spread leaves a relative W error "
+        "of up to 0.081 (at σ = 0.5) however many draws are added, and about 5,200 held-out images would be needed "
+        "to bring those levels to 0.05")
+    assert gd.experiments.image_limit(a.info[:1], 400, 0.05) == "no level is limited by the 400 images"
+    with pytest.raises(ValueError, match="same noise levels"):
+        gd.experiments.fit_rows({"large": a, "other": SimpleNamespace(info=a.info[:1])})

@@ -257,13 +257,11 @@ def _paper_vs_ours():
                                              refwarn=True, refdoc=self.env.docname)
                 data = nodes.reference("data", "data", refuri=f"{chapter}.results.json")
                 for i, r in enumerate(mine):
-                    q = Quoted(r["quantity"], r["ours"], r["paper"], r["reproduced"],
-                               tuple(r["interval"]) if r["interval"] else None, r["claim"], r["unit"])
-                    paper = (r["paper"] or "no value given") + (f" ({r['claim']})" if r["claim"] else "")
+                    q = Quoted.from_dict({k: v for k, v in r.items() if k not in ("chapter", "title")})
                     row = nodes.row()
                     if i == 0:
                         row += cell(xref, nodes.Text(" ("), data, nodes.Text(")"), morerows=len(mine) - 1)
-                    row.extend(cell(nodes.Text(t)) for t in (r["quantity"], q.ours_text(), paper, r["reproduced"]))
+                    row.extend(cell(nodes.Text(t)) for t in (q.quantity, q.ours_text(), q.paper_text(), q.reproduced))
                     body += row
             group += head
             group += body

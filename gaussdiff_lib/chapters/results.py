@@ -131,6 +131,10 @@ class Quoted:
                 text += f" [{self.interval[0]:.{digits}g}, {self.interval[1]:.{digits}g}]"
         return f"{text} {self.unit}" if self.unit else text
 
+    def paper_text(self) -> str:
+        """The paper's value as the tables show it, with where the paper makes the claim."""
+        return (self.paper or "(no value given)") + (f" ({self.claim})" if self.claim else "")
+
 
 def _as_checks(checks) -> list:
     from ..stats import Check
@@ -204,8 +208,8 @@ def markdown(rows: Sequence[Quoted]) -> str:
     """The rows as a Markdown table (what a page shows of the record)."""
     lines = ["| quantity | ours [95% interval] | paper | reproduced |", "|---|---|---|---|"]
     for r in rows:
-        paper = (r.paper or "(no value given)") + (f" ({r.claim})" if r.claim else "")
-        lines.append("| " + " | ".join(_escape(c) for c in (r.quantity, r.ours_text(), paper, r.reproduced)) + " |")
+        lines.append("| " + " | ".join(_escape(c) for c in (r.quantity, r.ours_text(), r.paper_text(), r.reproduced))
+                     + " |")
     return "\n".join(lines)
 
 

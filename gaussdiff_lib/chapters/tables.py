@@ -1,11 +1,13 @@
 """Tables for the book's pages, computed from a profile: the training plan and its cost, which networks each
-chapter reads, where each data set comes from, and the device memory of the analyses."""
+chapter reads, where each data set comes from, and the device memory of the analyses; and the sampling facts of
+linear fits (:func:`fit_rows`, :func:`image_limit`)."""
 from __future__ import annotations
 
 from . import profiles as _profiles
 from .runs import runs, section, sweep
 
-__all__ = ["training_plan", "chapter_networks", "data_sources", "analysis_memory", "RUN_PARAMETERS"]
+__all__ = ["training_plan", "chapter_networks", "data_sources", "analysis_memory", "fit_rows", "image_limit",
+           "RUN_PARAMETERS"]
 
 
 def training_plan(profile: str, throughput: dict) -> list[dict]:
@@ -111,3 +113,37 @@ def analysis_memory(n: int, d: int, n_sigmas: int = 1, chunk_size: int = 8192, b
             "gaussian": max(d * d + 2 * c * d, 6 * d * d) * gib + n * d / 2 ** 30,
             "linear fit": ((n_sigmas * weight_bytes / 8 + 13) * d * d + 3 * batch_size * d) * gib}
 
+
+
+def _dash(value, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def fit_rows(fits: dict) -> list[dict]:
+    """One row per fitted σ of the sampling facts of each named linear fit (``{name: LinearDenoiser}`` from
+    ``fit_linear``, all at the same levels): the network passes spent, the relative W error and output error the
+    fit estimates for itself, and where a target was missed the floor the images leave and the images that would
+    reach the target ("–" where the target was met)."""
+    infos = {k: f.info for k, f in fits.items()}
+    levels = [i["sigma"] for i in next(iter(infos.values()))]
+    if any([i["sigma"] for i in info] != levels for info in infos.values()):
+        raise ValueError("fit_rows compares fits at the same noise levels; these were fitted at different ones")
+    return [{"σ": s, **{f"{k}: {col}": value for k, info in infos.items() for col, value in (
+                ("inputs", info[j]["samples"]), ("W error", info[j]["rel_error"]),
+                ("output error", info[j]["rmse_error"]), ("image floor", _dash(info[j]["floor"], ".3f")),
+                ("images for the target", _dash(info[j]["images_needed"], ",")))}}
+            for j, s in enumerate(levels)]
+
+
+def image_limit(info: list[dict], n_images: int, target: float) -> str:
+    """A sentence on how far ``n_images`` held-out images, not the noise draws, limit a linear fit's levels
+    (``fit_linear``'s ``info`` with ``limited_by``; ``target`` its ``target_error``)."""
+    hit = [i for i in info if i["limited_by"] == "images"]
+    if not hit:
+        return f"no level is limited by the {n_images:,} images"
+    worst = max(hit, key=lambda i: i["floor"])
+    return (f"{len(hit)} of the {len(info)} levels are limited by the {n_images:,} images, "
+            f"not the draws: their own spread leaves a relative W error of up to {worst['floor']:.3f} (at σ = "
+            f"{worst['sigma']:.3g}) however many draws are added, and about "
+            f"{max(i['images_needed'] for i in hit):,} held-out images would be needed to bring those levels to "
+            f"{target:g}")
