@@ -3,8 +3,9 @@
 The library: ``gd.data`` (loaders), ``gd.denoisers`` (Gaussian, multi-delta and network denoisers),
 ``gd.networks`` / ``gd.edm_networks`` (this project's UNet, ViT and affine map; EDM's DDPM++ / NCSN++),
 ``gd.training`` (EDM's loss, EMA, resumable runs), ``gd.checkpoints`` (NVIDIA's EDM pickles), ``gd.sampling``,
-``gd.linear_fit``, ``gd.metrics``, ``gd.stats`` (intervals and verdicts), ``gd.convergence`` (criteria) and
-``gd.cache``.
+``gd.linear_fit``, ``gd.metrics``, ``gd.stats`` (intervals, checks and verdicts), ``gd.compare`` (any denoisers
+against the Gaussian and multi-delta models of their data), ``gd.claims`` (the paper's claims as checks with
+negative and positive controls, for any denoisers), ``gd.convergence`` (criteria) and ``gd.cache``.
 
 The book's machinery lives apart, in :mod:`gaussdiff_lib.chapters` (named runs of a profile, train-or-load,
 comparisons, tables for the pages, the executor, plotting, widgets, offline assets, and the chapter templates
@@ -15,8 +16,8 @@ imports neither matplotlib's pyplot nor the book's stack.
 import importlib
 
 from ._version import __version__
-from . import (cache, checkpoints, convergence, data, denoisers, edm_networks, linear_fit, metrics,  # noqa: E402
-               networks, sampling, stats, training)
+from . import (cache, checkpoints, claims, compare, convergence, data, denoisers, edm_networks,  # noqa: E402
+               linear_fit, metrics, networks, sampling, stats, training)
 
 # the book's machinery, imported when first used
 _LAZY = {"chapters": "gaussdiff_lib.chapters", "experiments": "gaussdiff_lib.experiments",
@@ -36,6 +37,6 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["cache", "checkpoints", "convergence", "data", "denoisers", "edm_networks", "linear_fit", "metrics",
+__all__ = ["cache", "checkpoints", "claims", "compare", "convergence", "data", "denoisers", "edm_networks", "linear_fit", "metrics",
            "networks", "sampling", "stats", "training", "chapters", "experiments", "profiles", "plotting", "widgets",
            "__version__"]
