@@ -15,14 +15,18 @@ import gaussdiff_lib as gd
 from gaussdiff_lib.chapters import results
 
 ROOT = Path(__file__).resolve().parent.parent
-PASS, FAIL = gd.stats.Check("passes", True), gd.stats.Check("fails", False)
+CONTROLS = (gd.stats.Control("D_M", "negative", False), gd.stats.Control("D_G", "positive", True))
+PASS = gd.stats.Check("passes", True, controls=CONTROLS, number=4)
+FAIL = gd.stats.Check("fails", False, controls=CONTROLS, number=4)
 
 
 def _record_cell(chapter="demo", extra=""):
     """A notebook cell that records three quoted numbers, one of each verdict, with their values known here."""
     return nbformat.v4.new_code_cell(f"""\
 import gaussdiff_lib as gd
-a, b = gd.stats.Check("passes", True), gd.stats.Check("fails", False)
+ctl = (gd.stats.Control("D_M", "negative", False), gd.stats.Control("D_G", "positive", True))
+a = gd.stats.Check("passes", True, controls=ctl, number=4)
+b = gd.stats.Check("fails", False, controls=ctl, number=4)
 q = gd.chapters.results.quote
 gd.chapters.results.record({chapter!r}, [
     q("an estimate", gd.stats.Estimate(0.031, 0.02, 0.045), "< 0.05", a, claim="claim 4, Fig 2"),
@@ -72,7 +76,7 @@ def test_reproduced_is_the_verdict_of_the_checks():
     cases = {(True,): "yes", (False,): "no", (True, True): "yes", (False, False): "no", (True, False): "partly",
              (False, True, True): "partly"}
     for passed, word in cases.items():
-        checks = [gd.stats.Check(f"c{i}", p) for i, p in enumerate(passed)]
+        checks = [gd.stats.Check(f"c{i}", p, controls=CONTROLS) for i, p in enumerate(passed)]
         assert results.quote("x", 1.0, None, checks).reproduced == word
     est = gd.stats.mean([0.1, 0.2, 0.3, 0.4])
     row = results.quote("mean", est, "0.25", PASS)
@@ -110,9 +114,48 @@ def test_bad_records_are_refused():
         results.payload("demo", [row], [FAIL])
     with pytest.raises(ValueError, match="gd.stats.Check"):
         results.quote("q", 0.1, None, [])
-    # a row typed by hand cannot contradict its chapter: all checks pass, so no row may say "no"
-    with pytest.raises(ValueError, match="verdict is 'yes'"):
-        results.payload("demo", [results.Quoted("q", 0.1, None, "no", checks=("passes",))], [PASS])
+    with pytest.raises(ValueError, match="share a description"):
+        results.payload("demo", [row], [PASS, PASS])
+    # a row typed by hand cannot contradict its chapter: its reproduced is derived again from its checks
+    assert results.payload("demo", [results.Quoted("q", 0.1, None, "no", checks=("passes",))],
+                           [PASS])["rows"][0]["reproduced"] == "yes"
+
+
+def test_a_row_is_not_reproduced_when_its_claim_was_not_tested():
+    """The gates of a row's claim join its checks: a failed gate makes the row 'not tested' although its own
+    evidence passes; a row whose evidence is uninformative (its negative control passed) is 'not tested' too;
+    gates of other claims do not touch it."""
+    failed_gate = gd.stats.Check("regime", False, kind="gate", number=4)
+    other_gate = gd.stats.Check("another regime", False, kind="gate", number=6)
+    leaky = gd.stats.Check("leaky", True, controls=(gd.stats.Control("D_M", "negative", True), CONTROLS[1]), number=6)
+    data = results.payload("demo", [results.quote("q", 0.1, None, PASS), results.quote("r", 0.2, None, leaky)],
+                           [PASS, failed_gate, leaky])
+    assert [r["reproduced"] for r in data["rows"]] == ["not tested", "not tested"]
+    assert data["verdict"] == "not tested"
+    assert data["claims"]["4"] == {"verdict": "not tested", "informative": 1, "uninformative": 0,
+                                   "gates": [{"claim": "regime", "passed": False, "evidence": ""}]}
+    assert data["claims"]["6"]["uninformative"] == 1
+    ok = results.payload("demo", [results.quote("q", 0.1, None, PASS)], [PASS, other_gate])
+    assert ok["rows"][0]["reproduced"] == "yes" and ok["verdict"] == "partly"
+    statuses = {c["claim"]: c["status"] for c in data["checks"]}
+    assert statuses == {"passes": "passes", "regime": "gate failed", "leaky": "uninformative"}
+    assert [c["why_uninformative"] for c in data["checks"]][2] == "D_M also passes"
+
+
+def test_claims_summary_combines_chapters():
+    """Claim 6 tested 'yes' in one chapter and 'not tested' (failed gate) in another is 'partly'; a claim no chapter
+    records is 'not tested' with no chapters; counts add up over chapters."""
+    gate6 = gd.stats.Check("gate", False, kind="gate", number=6)
+    ev6 = gd.stats.Check("ev", True, controls=CONTROLS, number=6)
+    leaky = gd.stats.Check("leaky", True, controls=(gd.stats.Control("D_M", "negative", True),), number=6)
+    rows = [{"chapter": "one", "title": "One", **ev6.as_dict()},
+            {"chapter": "two", "title": "Two", **gate6.as_dict()}, {"chapter": "two", "title": "Two", **ev6.as_dict()},
+            {"chapter": "two", "title": "Two", **leaky.as_dict()}]
+    table = {s["claim"]: s for s in results.claims_summary(rows)}
+    assert table[6] == {"claim": 6, "chapters": ["one", "two"], "verdict": "partly", "informative": 2,
+                        "uninformative": 1, "gates passed": 0, "gates": 1}
+    assert table[1]["verdict"] == "not tested" and table[1]["chapters"] == []
+    assert results.claims_summary(rows[:1])[5]["verdict"] == "yes"
 
 
 def _write(tmp_path, name, data):
@@ -133,7 +176,11 @@ def test_gather_refuses_malformed_records(tmp_path):
         "unknown": ({**good, "rows": [{**row, "colour": "red"}]}, "unknown fields \\['colour'\\]"),
         "word": ({**good, "rows": [{**row, "reproduced": "Yes"}]}, "reproduced must be one of"),
         "nan": ({**good, "rows": [{**row, "ours": math.nan}]}, "must be finite"),
-        "verdict": ({**good, "verdict": "no"}, "verdict is 'no'"),
+        "verdict": ({**good, "verdict": "no"}, "says 'no' but its checks give 'yes'"),
+        "forged": ({**good, "checks": [{**good["checks"][0], "controls": [{**good["checks"][0]["controls"][0],
+                                                                           "passed": True}]}]},
+                   "says 'yes' but its checks give 'not tested'"),
+        "control": ({**good, "checks": [{**good["checks"][0], "controls": [{"name": "D_M"}]}]}, "lacks 'role'"),
     }
     for name, (data, msg) in bad.items():
         folder = tmp_path / name
@@ -165,7 +212,8 @@ def _mini_book(tmp_path, chapters):
     for name, path in chapters.items():
         shutil.copy(path, src / "book" / f"{name}.ipynb")
     status = nbformat.v4.new_notebook()
-    status.cells = [nbformat.v4.new_markdown_cell("# Status\n\n```{paper-vs-ours}\n```")]
+    status.cells = [nbformat.v4.new_markdown_cell("# Status\n\n```{claims-status}\n```\n\n```{checks-status}\n```\n\n"
+                                                  "```{paper-vs-ours}\n```")]
     nbformat.write(status, src / "book" / "status.ipynb")
     out = src / "_build" / "html"
     run = subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-W", "-n", "-q", str(src), str(out)],
@@ -182,17 +230,32 @@ def test_the_book_publishes_the_records_and_gathers_them(tmp_path):
     page = (html / "demo.html").read_text()
     assert 'href="demo.results.json"' in page and "<td><p>0.031 [0.02, 0.045]</p></td>" in page   # a table
     status = (html / "status.html").read_text()
-    assert 'class="paper-vs-ours' in status and status.count("<tr") == 1 + len(EXPECTED)
-    assert 'href="demo.html"' in status and 'href="demo.results.json"' in status
+    table = _table(status, "paper-vs-ours")
+    assert table.count("<tr") == 1 + len(EXPECTED)
+    assert 'href="demo.html"' in table and 'href="demo.results.json"' in table
     for text in ("0.031 [0.02, 0.045]", "7 of 10", "841 epochs", "&lt; 0.05 (claim 4, Fig 2)", "no value given"):
-        assert text in status, text
+        assert text in table, text
+    claims = _table(status, "claims-status")        # one row per claim of the paper; claim 4 tested here
+    assert claims.count("<tr") == 1 + 12
+    row4 = claims.split("<tr")[5]
+    assert ">4<" in row4 and "partly" in row4 and 'href="demo.html"' in row4 and row4.count("<td>") == 7
+    checks = _table(status, "checks-status")        # every check, with its controls
+    assert checks.count("<tr") == 1 + 2 and "D_M (negative): fails ✓" in checks and "counted" in checks
     assert not (html / "status.results.json").exists()
+
+
+def _table(page, cls):
+    import re
+
+    found = re.search(rf'<table class="{cls}.*?</table>', page, re.S)
+    assert found, f"no table {cls}"
+    return found.group(0)
 
 
 def test_a_chapter_added_later_joins_the_table_without_a_clean_build(tmp_path):
     """The Status page is read again when a page is added, although none of the files it was read from changed."""
     run, html = _mini_book(tmp_path, {"demo": _executed(tmp_path)})
-    assert run.returncode == 0 and (html / "status.html").read_text().count("<tr") == 1 + len(EXPECTED)
+    assert run.returncode == 0 and _table((html / "status.html").read_text(), "paper-vs-ours").count("<tr") == 1 + len(EXPECTED)
     src = tmp_path / "src"
     shutil.copy(_executed(tmp_path, "other"), src / "book" / "other.ipynb")
     (src / "index.md").write_text("# Index\n\n```{toctree}\nbook/demo\nbook/other\nbook/status\n```\n")
@@ -200,7 +263,8 @@ def test_a_chapter_added_later_joins_the_table_without_a_clean_build(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     status = (html / "status.html").read_text()
-    assert status.count("<tr") == 1 + 2 * len(EXPECTED) and 'href="other.html"' in status
+    assert _table(status, "paper-vs-ours").count("<tr") == 1 + 2 * len(EXPECTED) and 'href="other.html"' in status
+    assert _table(status, "checks-status").count("<tr") == 1 + 4
 
 
 def test_a_malformed_record_fails_the_build(tmp_path):

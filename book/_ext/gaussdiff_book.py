@@ -12,11 +12,12 @@ list is de-duplicated here (same file or same inline body, same attributes: kept
 Alt text: a notebook's figure output is written with its file name as alt text; an image inside a captioned
 figure takes the caption instead (every figure of a chapter has a caption: tests/test_project.py).
 
-Results as data: a chapter that records its quoted numbers (:mod:`gaussdiff_lib.chapters.results`) carries them
-in a display output of its own MIME type. Each such page gets ``<page>.results.json`` written beside it in the
-HTML output, and a link to it under the recorded table; the ``{paper-vs-ours}`` directive (Status page) gathers
-every executed notebook of its folder into one table, paper vs ours, when it is read (so whatever the order the
-pages are read in).
+Results as data: a chapter that records its quoted numbers (:mod:`gaussdiff_lib.chapters.results`) carries them,
+with every check of the paper's claims, in a display output of its own MIME type. Each such page gets
+``<page>.results.json`` written beside it in the HTML output, and a link to it under the recorded table; three
+directives of the Status page gather every executed notebook of its folder when the page is read (so whatever the
+order the pages are read in): ``{claims-status}`` (per claim: verdict, informative and uninformative checks,
+gates), ``{checks-status}`` (every check with its kind and its controls' outcomes) and ``{paper-vs-ours}``.
 """
 
 
@@ -197,24 +198,17 @@ def write_results(app, exception):
                                      ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _paper_vs_ours():
-    from docutils import nodes
-    from sphinx import addnodes
+def _gathering_directive(render):
+    """A directive that gathers the executed notebooks of its page's folder (read again when one of them changes,
+    and when a page is added or removed: ``outdated_tables``) and renders them with ``render(self, folder,
+    docname)``, a function of the directive returning docutils nodes."""
     from sphinx.util.docutils import SphinxDirective
 
-    class PaperVsOurs(SphinxDirective):
-        """One table of every chapter's quoted numbers beside the paper's, from the executed notebooks in this
-        page's folder: chapter (linked), quantity, ours [interval], paper, reproduced. The page is read again
-        when one of those notebooks changes (a dependency) and when a page is added or removed (see
-        ``outdated_tables``)."""
-
+    class Gathering(SphinxDirective):
         has_content = False
 
         def run(self):
-            import posixpath
             from pathlib import Path
-
-            from gaussdiff_lib.chapters import results
 
             folder = Path(self.env.doc2path(self.env.docname)).parent.resolve()
             if not hasattr(self.env, "gaussdiff_tables"):
@@ -223,55 +217,151 @@ def _paper_vs_ours():
             for path in sorted(folder.glob("*.ipynb")):
                 self.env.note_dependency(str(path))
             try:
-                rows = results.gather(folder)
+                return render(self, folder)
             except ValueError as err:
-                raise self.error(f"paper-vs-ours: {err}") from None
-            if not rows:
-                return [nodes.paragraph(text="No chapter of this build records the numbers it quotes.")]
-            base = posixpath.dirname(self.env.docname)
-            docname = lambda chapter: posixpath.join(base, chapter) if base else chapter  # noqa: E731
-            site = list(getattr(self.env, "external_site_map", None) or [])
-            order = {d: i for i, d in enumerate(site)}
-            rows.sort(key=lambda r: order.get(docname(r["chapter"]), len(order)))   # stable: rows keep their order
-            return [self._table(rows, docname)]
+                raise self.error(f"{self.name}: {err}") from None
 
-        def _table(self, rows, docname):
-            from gaussdiff_lib.chapters.results import Quoted
+    return Gathering
 
-            heads = ["chapter", "quantity", "ours [95% interval]", "paper", "reproduced"]
-            table = nodes.table(classes=["paper-vs-ours"])
-            table += nodes.title(text="Paper vs ours: the numbers each chapter quotes")
-            group = nodes.tgroup(cols=len(heads))
-            table += group
-            group.extend(nodes.colspec(colwidth=w) for w in (20, 30, 20, 20, 10))
-            cell = lambda *children, **kw: nodes.entry("", nodes.paragraph("", "", *children), **kw)  # noqa: E731
-            head = nodes.thead()
-            head += nodes.row("", *(cell(nodes.Text(h)) for h in heads))
-            body = nodes.tbody()
-            chapters = list(dict.fromkeys(r["chapter"] for r in rows))
-            for chapter in chapters:
-                mine = [r for r in rows if r["chapter"] == chapter]
-                target = docname(chapter)
-                xref = addnodes.pending_xref("", nodes.inline(text=mine[0]["title"] or chapter), refdomain="std",
-                                             reftype="doc", reftarget="/" + target, refexplicit=True,
-                                             refwarn=True, refdoc=self.env.docname)
-                data = nodes.reference("data", "data", refuri=f"{chapter}.results.json")
-                for i, r in enumerate(mine):
-                    q = Quoted.from_dict({k: v for k, v in r.items() if k not in ("chapter", "title")})
-                    row = nodes.row()
-                    if i == 0:
-                        row += cell(xref, nodes.Text(" ("), data, nodes.Text(")"), morerows=len(mine) - 1)
-                    row.extend(cell(nodes.Text(t)) for t in (q.quantity, q.ours_text(), q.paper_text(), q.reproduced))
-                    body += row
-            group += head
-            group += body
-            return table
 
-    return PaperVsOurs
+def _docname(env, chapter):
+    import posixpath
+
+    base = posixpath.dirname(env.docname)
+    return posixpath.join(base, chapter) if base else chapter
+
+
+def _chapter_link(directive, chapter, title):
+    from docutils import nodes
+    from sphinx import addnodes
+
+    return addnodes.pending_xref("", nodes.inline(text=title or chapter), refdomain="std", reftype="doc",
+                                 reftarget="/" + _docname(directive.env, chapter), refexplicit=True, refwarn=True,
+                                 refdoc=directive.env.docname)
+
+
+def _table(title, heads, widths, classes):
+    from docutils import nodes
+
+    table = nodes.table(classes=classes)
+    table += nodes.title(text=title)
+    group = nodes.tgroup(cols=len(heads))
+    table += group
+    group.extend(nodes.colspec(colwidth=w) for w in widths)
+    head = nodes.thead()
+    head += nodes.row("", *(_cell(nodes.Text(h)) for h in heads))
+    body = nodes.tbody()
+    group += head
+    group += body
+    return table, body
+
+
+def _cell(*children, **kw):
+    from docutils import nodes
+
+    return nodes.entry("", nodes.paragraph("", "", *children), **kw)
+
+
+def _in_site_order(directive, rows):
+    site = list(getattr(directive.env, "external_site_map", None) or [])
+    order = {d: i for i, d in enumerate(site)}
+    return sorted(rows, key=lambda r: order.get(_docname(directive.env, r["chapter"]), len(order)))   # stable
+
+
+def _render_paper_vs_ours(self, folder):
+    """One table of every chapter's quoted numbers beside the paper's: chapter (linked), quantity,
+    ours [interval], paper, reproduced."""
+    from docutils import nodes
+
+    from gaussdiff_lib.chapters import results
+    from gaussdiff_lib.chapters.results import Quoted
+
+    rows = results.gather(folder)
+    if not rows:
+        return [nodes.paragraph(text="No chapter of this build records the numbers it quotes.")]
+    rows = _in_site_order(self, rows)
+    table, body = _table("Paper vs ours: the numbers each chapter quotes",
+                         ["chapter", "quantity", "ours [95% interval]", "paper", "reproduced"], (20, 30, 20, 20, 10),
+                         ["paper-vs-ours"])
+    for chapter in dict.fromkeys(r["chapter"] for r in rows):
+        mine = [r for r in rows if r["chapter"] == chapter]
+        data = nodes.reference("data", "data", refuri=f"{chapter}.results.json")
+        for i, r in enumerate(mine):
+            q = Quoted.from_dict({k: v for k, v in r.items() if k not in ("chapter", "title")})
+            row = nodes.row()
+            if i == 0:
+                row += _cell(_chapter_link(self, chapter, mine[0]["title"]), nodes.Text(" ("), data, nodes.Text(")"),
+                             morerows=len(mine) - 1)
+            row.extend(_cell(nodes.Text(t)) for t in (q.quantity, q.ours_text(), q.paper_text(), q.reproduced))
+            body += row
+    return [table]
+
+
+def _render_claims(self, folder):
+    """Per claim of the paper: what it says, the chapters that test it, the verdict, the informative and
+    uninformative evidence checks and the gates passed."""
+    from docutils import nodes
+
+    from gaussdiff_lib.chapters import results
+    from gaussdiff_lib.claims import CLAIMS
+
+    checks = results.gather_checks(folder)
+    if not checks:
+        return [nodes.paragraph(text="No chapter of this build records its checks.")]
+    titles = {c["chapter"]: c["title"] for c in checks}
+    table, body = _table("The paper's claims: verdicts from informative checks only",
+                         ["claim", "the paper claims", "tested in", "verdict", "informative checks",
+                          "uninformative checks", "gates passed"], (6, 34, 20, 10, 10, 10, 10), ["claims-status"])
+    for s in results.claims_summary(checks):
+        links = []
+        for i, ch in enumerate(s["chapters"]):
+            links += ([nodes.Text(", ")] if i else []) + [_chapter_link(self, ch, titles[ch])]
+        row = nodes.row()
+        row += _cell(nodes.Text(str(s["claim"])))
+        row += _cell(nodes.Text(CLAIMS[s["claim"]][0]))
+        row += _cell(*(links or [nodes.Text("no chapter")]))
+        row.extend(_cell(nodes.Text(t)) for t in (s["verdict"], str(s["informative"]), str(s["uninformative"]),
+                                                  f"{s['gates passed']} of {s['gates']}"))
+        body += row
+    return [table]
+
+
+def _render_checks(self, folder):
+    """Every check of every chapter: claim, kind, what it tests, the result on the models under test, each
+    control's outcome, and whether the verdict counts it."""
+    from docutils import nodes
+
+    from gaussdiff_lib.chapters import results
+
+    checks = _in_site_order(self, results.gather_checks(folder))
+    if not checks:
+        return [nodes.paragraph(text="No chapter of this build records its checks.")]
+    table, body = _table("Every check, with its controls", ["chapter", "claim", "kind", "check", "result",
+                                                            "controls (✓: behaves as a control must)",
+                                                            "in the verdict"], (14, 5, 7, 26, 16, 20, 12),
+                         ["checks-status"])
+    for chapter in dict.fromkeys(c["chapter"] for c in checks):
+        mine = [c for c in checks if c["chapter"] == chapter]
+        for i, c in enumerate(mine):
+            controls = "; ".join(f"{k['name']} ({k['role']}): {'passes' if k['passed'] else 'fails'} "
+                                 f"{'✓' if k['passed'] == (k['role'] == 'positive') else '✗'}" for k in c["controls"])
+            counted = {"gate passed": "gate", "gate failed": "gate failed: claim not tested", "passes": "counted",
+                       "fails": "counted"}.get(c["status"], f"uninformative ({c['why_uninformative']})")
+            row = nodes.row()
+            if i == 0:
+                row += _cell(_chapter_link(self, chapter, c["title"]), morerows=len(mine) - 1)
+            row.extend(_cell(nodes.Text(t)) for t in (
+                str(c["number"] or ""), c["kind"], c["claim"],
+                ("passes" if c["passed"] else "fails") + (f": {c['evidence']}" if c["evidence"] else ""),
+                controls or "—", counted))
+            body += row
+    return [table]
 
 
 def setup(app):
-    app.add_directive("paper-vs-ours", _paper_vs_ours())
+    app.add_directive("paper-vs-ours", _gathering_directive(_render_paper_vs_ours))
+    app.add_directive("claims-status", _gathering_directive(_render_claims))
+    app.add_directive("checks-status", _gathering_directive(_render_checks))
     app.connect("doctree-read", collect_results)
     app.connect("env-purge-doc", purge_results)
     app.connect("env-merge-info", merge_results)

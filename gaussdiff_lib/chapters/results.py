@@ -1,13 +1,15 @@
 """Results as data: the numbers a chapter's prose quotes, beside the paper's, in a form the book publishes.
 
-A chapter ends with checks of the paper's claims (:class:`gaussdiff_lib.stats.Check`). :func:`quote` pairs one
-number the prose quotes (ours, with its interval where there is one) with what the paper states for it
-(``../shared/reference/paper.md``, section 5) and with the checks that number is evidence for; whether it
-*reproduced* is the verdict of those checks (:func:`gaussdiff_lib.stats.verdict`), never typed in.
-:func:`record` shows a chapter's quoted numbers as a table and stores them in the executed notebook as a display
-output of type ``MIME`` (a JSON record with a ``SCHEMA`` version). :func:`read` and :func:`gather` take
-them back out of executed notebooks: the book publishes each page's record as ``<page>.results.json`` beside
-the page, and the Status page gathers all of them into one table, paper vs ours (``book/_ext``).
+A chapter ends with checks of the paper's claims (:class:`gaussdiff_lib.stats.Check`: gates and evidence, the
+evidence with its controls' outcomes), computed by :mod:`gaussdiff_lib.claims`. :func:`quote` pairs one number the
+prose quotes (ours, with its interval where there is one) with what the paper states for it (the book's page on
+the paper's claims) and with the checks that number is evidence for; whether it *reproduced* is the verdict of
+those checks and of the gates of their claims (:func:`gaussdiff_lib.stats.verdict`), never typed in.
+:func:`record` shows a chapter's quoted numbers as a table and stores them, with every check, in the executed
+notebook as a display output of type ``MIME`` (a JSON record with a ``SCHEMA`` version). :func:`read`,
+:func:`gather`, :func:`gather_checks` and :func:`claims_summary` take them back out of executed notebooks: the book
+publishes each page's record as ``<page>.results.json`` beside the page, and the Status page gathers all of them
+into its tables: per claim, the checks, and paper vs ours (``book/_ext``).
 """
 from __future__ import annotations
 
@@ -19,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["Quoted", "quote", "record", "payload", "markdown", "validate", "read", "gather", "MIME", "SCHEMA",
-           "REPRODUCED", "COLUMNS"]
+__all__ = ["Quoted", "quote", "record", "payload", "markdown", "validate", "read", "gather", "gather_checks",
+           "claims_summary", "MIME", "SCHEMA", "REPRODUCED", "COLUMNS"]
 
 MIME = "application/vnd.gaussdiff.results+json"   #: the display output a chapter's record travels in
-SCHEMA = 1                                         #: version of the record's layout; bump it when fields change
-REPRODUCED = ("yes", "partly", "no")               #: the words of :func:`gaussdiff_lib.stats.verdict`
+SCHEMA = 2                                         #: version of the record's layout; bump it when fields change
+REPRODUCED = ("yes", "partly", "no", "not tested")  #: the words of :func:`gaussdiff_lib.stats.verdict`
 _CHAPTER = re.compile(r"[a-z][a-z0-9_]*")
 #: the fields of each row :func:`gather` returns
 COLUMNS = ("chapter", "title", "quantity", "ours", "interval", "paper", "reproduced", "claim", "unit")
@@ -54,8 +56,8 @@ class Quoted:
 
     ``quantity`` says what is measured, briefly ("RMSE(D_L, D_G), largest over σ"); ``ours`` is our value, a finite
     number or text for a count ("7 of 10"); ``paper`` is the paper's value as it states it ("< 0.05",
-    "≈ 0.97 (N = 70000)"), or None where it gives none; ``reproduced`` is "yes", "partly" or "no", the verdict of
-    the checks this number is evidence for (their claims in ``checks``); ``interval`` is the (lo, hi) 95% interval
+    "≈ 0.97 (N = 70000)"), or None where it gives none; ``reproduced`` is "yes", "partly", "no" or "not tested", the
+    verdict of the checks this number is evidence for (their claims in ``checks``); ``interval`` is the (lo, hi) 95% interval
     of a numeric ``ours``, or None; ``claim`` says where the paper makes the claim ("claim 4, Fig 2") and ``unit``
     is the unit of ``ours`` where it has one. Build rows with :func:`quote`, which derives ``reproduced``.
     """
@@ -150,7 +152,9 @@ def quote(quantity: str, ours, paper: str | None, checks, claim: str = "", unit:
     """A :class:`Quoted` row whose ``reproduced`` is the verdict of ``checks``.
 
     ``ours`` is a :class:`gaussdiff_lib.stats.Estimate` (its value and interval are quoted), a number, or text;
-    ``checks`` is the :class:`gaussdiff_lib.stats.Check` (or list of them) this number is evidence for.
+    ``checks`` is the :class:`gaussdiff_lib.stats.Check` (or list of them) this number is evidence for. When the row
+    is recorded with all of the chapter's checks (:func:`record`), the gates of its checks' claims join them: a
+    number whose claim was not tested is not reproduced, whatever its own check says.
     """
     from ..stats import Estimate, verdict
 
@@ -162,21 +166,58 @@ def quote(quantity: str, ours, paper: str | None, checks, claim: str = "", unit:
 
 
 def _consistent(rows: Sequence[Quoted], verdict: str | None, where: str) -> None:
-    """A row cannot contradict its chapter: all checks passing leaves no row 'partly' or 'no', none passing
-    leaves no row 'yes' or 'partly' (a row's checks are some of the chapter's)."""
+    """A row cannot contradict its chapter: a chapter reproduced ("yes") leaves no row "partly" or "no", one not
+    reproduced ("no") no row "yes" or "partly", one not tested every row "not tested" (a row's checks are some of
+    the chapter's; a row whose checks are all uninformative is "not tested" whatever the chapter's verdict)."""
     if verdict is None:
         return
     if verdict not in REPRODUCED:
         raise ValueError(f"{where}: verdict must be one of {REPRODUCED}, got {verdict!r}")
-    bad = [r.quantity for r in rows if verdict in ("yes", "no") and r.reproduced != verdict]
+    allowed = {"yes": {"yes", "not tested"}, "no": {"no", "not tested"}, "not tested": {"not tested"},
+               "partly": set(REPRODUCED)}[verdict]
+    bad = [r.quantity for r in rows if r.reproduced not in allowed]
     if bad:
-        raise ValueError(f"{where}: the chapter's verdict is {verdict!r}, so every quoted row must be too, but "
-                         f"{bad} are not; quote each number with the chapter's own checks")
+        raise ValueError(f"{where}: the chapter's verdict is {verdict!r}, so no quoted row may say otherwise, but "
+                         f"{bad} do; quote each number with the chapter's own checks")
+
+
+def _summary(checks) -> dict:
+    """Per claim number: its verdict, how many evidence checks count (informative) and how many do not, and its
+    gates."""
+    from ..stats import verdicts
+
+    out = {}
+    for number, word in verdicts(checks).items():
+        mine = [c for c in checks if c.number == number]
+        out["none" if number is None else str(number)] = {
+            "verdict": word, "informative": sum(c.informative for c in mine),
+            "uninformative": sum(c.kind == "evidence" and not c.informative for c in mine),
+            "gates": [{"claim": c.claim, "passed": c.passed, "evidence": c.evidence} for c in mine if c.kind == "gate"]}
+    return out
+
+
+def _with_gates(rows: list[Quoted], checks) -> list[Quoted]:
+    """Each row's reproduced from its checks together with the gates of their claims (a row cites evidence; the
+    gates of that evidence's claim decide whether it was tested at all)."""
+    import dataclasses
+
+    from ..stats import verdict
+
+    by_name = {c.claim: c for c in checks}
+    out = []
+    for r in rows:
+        mine = [by_name[n] for n in r.checks]
+        numbers = {c.number for c in mine}
+        gates = [c for c in checks if c.kind == "gate" and c.number in numbers and c.claim not in r.checks]
+        out.append(dataclasses.replace(r, reproduced=verdict([*mine, *gates])))
+    return out
 
 
 def payload(chapter: str, rows: Iterable[Quoted], checks=None) -> dict:
     """The JSON record of a chapter's quoted numbers (what :func:`record` stores). With ``checks`` (all of the
-    chapter's checks) the record carries the chapter's verdict, and each row's checks must be among them."""
+    chapter's checks) the record carries every check (kind, controls, whether it counts), the verdict of each claim
+    and of the chapter, and each row's checks must be among them; a row's ``reproduced`` is then re-derived with the
+    gates of its claims."""
     if not isinstance(chapter, str) or not _CHAPTER.fullmatch(chapter):
         raise ValueError(f"chapter must be the notebook's name in lower case (e.g. 'linear_gaussian'), got {chapter!r}")
     rows = list(rows)
@@ -186,18 +227,25 @@ def payload(chapter: str, rows: Iterable[Quoted], checks=None) -> dict:
     if len(set(names)) != len(names):
         raise ValueError(f"{chapter}: each quantity is quoted once, got duplicates "
                          f"{sorted({n for n in names if names.count(n) > 1})}")
-    verdict = None
+    verdict, summary, records = None, {}, []
     if checks is not None:
         from ..stats import verdict as _verdict
 
         checks = _as_checks(checks)
+        described = [c.claim for c in checks]
+        if len(set(described)) != len(described):
+            raise ValueError(f"{chapter}: two checks share a description "
+                             f"{sorted({d for d in described if described.count(d) > 1})}; each check says what it tests")
         verdict = _verdict(checks)
-        known = {c.claim for c in checks}
+        known = set(described)
         foreign = [r.quantity for r in rows if not set(r.checks) <= known]
         if foreign:
             raise ValueError(f"{chapter}: {foreign} cite checks that are not among the chapter's checks")
+        rows = _with_gates(rows, checks)
+        summary, records = _summary(checks), [c.as_dict() for c in checks]
     _consistent(rows, verdict, chapter)
-    return {"schema": SCHEMA, "chapter": chapter, "verdict": verdict, "rows": [r.as_dict() for r in rows]}
+    return {"schema": SCHEMA, "chapter": chapter, "verdict": verdict, "claims": summary, "checks": records,
+            "rows": [r.as_dict() for r in rows]}
 
 
 def _escape(text: str) -> str:
@@ -229,13 +277,17 @@ def record(chapter: str, rows: Iterable[Quoted], checks=None) -> None:
 
 
 def validate(data, where: str = "record") -> dict:
-    """Check a record read back from a notebook (``SCHEMA``, chapter, rows, verdict) and return it."""
+    """Check a record read back from a notebook (``SCHEMA``, chapter, rows, checks, verdicts) and return it. The
+    verdicts and each check's status are recomputed from the checks, never trusted: a record whose stored verdict
+    disagrees with its own checks is refused."""
+    from ..stats import Check, verdict as _verdict
+
     if not isinstance(data, dict):
         raise ValueError(f"{where}: a results record must be a JSON object, got {type(data).__name__}")
     if data.get("schema") != SCHEMA:
         raise ValueError(f"{where}: results schema {data.get('schema')!r}, this library reads schema {SCHEMA}; "
                          "re-execute the chapter with this version of the library")
-    extra = set(data) - {"schema", "chapter", "verdict", "rows"}
+    extra = set(data) - {"schema", "chapter", "verdict", "claims", "checks", "rows"}
     if extra:
         raise ValueError(f"{where}: unknown fields {sorted(extra)} in a schema-{SCHEMA} record")
     chapter = data.get("chapter")
@@ -243,13 +295,21 @@ def validate(data, where: str = "record") -> dict:
         raise ValueError(f"{where}: malformed chapter name {chapter!r}")
     if not isinstance(data.get("rows"), list) or not data["rows"]:
         raise ValueError(f"{where}: a record needs a non-empty list of rows")
+    if not isinstance(data.get("checks", []), list):
+        raise ValueError(f"{where}: checks must be a list")
     try:
         rows = [Quoted.from_dict(r) for r in data["rows"]]
+        checks = [Check.from_dict(c) for c in data.get("checks", [])]
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: {err}") from None
-    _consistent(rows, data.get("verdict"), where)
-    return {"schema": SCHEMA, "chapter": chapter, "verdict": data.get("verdict"),
-            "rows": [r.as_dict() for r in rows]}
+    verdict = data.get("verdict")
+    if checks:
+        if verdict != _verdict(checks):
+            raise ValueError(f"{where}: the record says {verdict!r} but its checks give {_verdict(checks)!r}")
+        rows = _with_gates(rows, checks) if all(set(r.checks) <= {c.claim for c in checks} for r in rows) else rows
+    _consistent(rows, verdict, where)
+    return {"schema": SCHEMA, "chapter": chapter, "verdict": verdict, "claims": _summary(checks) if checks else {},
+            "checks": [c.as_dict() for c in checks], "rows": [r.as_dict() for r in rows]}
 
 
 def _title(cells) -> str:
@@ -305,3 +365,40 @@ def gather(folder) -> list[dict]:
         for row in data["rows"]:
             rows.append({k: row[k] if k in row else data[k] for k in COLUMNS})
     return rows
+
+
+def gather_checks(folder) -> list[dict]:
+    """Every check of the executed notebooks in ``folder``, chapter by chapter: the check's JSON data (claim,
+    number, kind, passed, evidence, controls, informative, status, why_uninformative) with chapter and title."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder of executed notebooks")
+    out = []
+    for path in sorted(folder.glob("*.ipynb")):
+        data = read(path)
+        if data is not None:
+            out += [{"chapter": data["chapter"], "title": data["title"], **c} for c in data["checks"]]
+    return out
+
+
+def claims_summary(checks: list[dict]) -> list[dict]:
+    """Per claim of the paper (1 ... 12): the chapters that test it, its verdict over those chapters, the number of
+    informative and uninformative evidence checks, and its gates (passed / failed), from :func:`gather_checks`'s
+    rows. A claim tested in several chapters is "yes" when every chapter that tested it says yes, "no" when every one
+    says no, "not tested" when none tested it, else "partly"."""
+    from ..stats import Check, verdicts
+
+    out = []
+    for number in range(1, 13):
+        mine = [c for c in checks if c.get("number") == number]
+        chapters = list(dict.fromkeys(c["chapter"] for c in mine))
+        words = [verdicts([Check.from_dict(c) for c in mine if c["chapter"] == ch])[number] for ch in chapters]
+        tested = [w for w in words if w != "not tested"]
+        word = ("not tested" if not tested else "yes" if all(w == "yes" for w in words) else
+                "no" if all(w == "no" for w in tested) else "partly")
+        gates = [c for c in mine if c["kind"] == "gate"]
+        out.append({"claim": number, "chapters": chapters, "verdict": word,
+                    "informative": sum(bool(c["informative"]) for c in mine),
+                    "uninformative": sum(c["kind"] == "evidence" and not c["informative"] for c in mine),
+                    "gates passed": sum(bool(c["passed"]) for c in gates), "gates": len(gates)})
+    return out
