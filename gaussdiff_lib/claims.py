@@ -36,10 +36,21 @@ from .stats import Check, Control, Estimate
 __all__ = ["Result", "assess", "gate", "memorizer", "untrained", "Blend", "Identity", "transition", "check_rows",
            "ratio", "gaussian_shadow", "emerging_linearity", "training_matters", "linear_gaussian", "dataset_size",
            "model_capacity", "training_time", "strong_generalization", "denoising_autoencoders", "CLAIMS",
-           "COPY_GATE", "NEW_GATE", "AGREEMENT"]
+           "COPY_GATE", "NEW_GATE", "AGREEMENT", "SELECTION_SEED", "selection_latents"]
 
+#: latent seeds from here on are *selection* latents: they choose data-dependent settings (an early-stopping
+#: snapshot, a pilot's regime); the book judges on seeds below it, so no choice is judged on the data that made it
+SELECTION_SEED = 1_000_000
 COPY_GATE = 0.5    #: a setting memorizes when the exact interval of its memorized fraction lies above this
 NEW_GATE = 0.1     #: a setting generalizes when the upper end of that interval lies below this
+
+
+def selection_latents(n: int, shape, seed: int = 0, device=None) -> torch.Tensor:
+    """``n`` latents that *choose* a setting, disjoint from the judgement latents ``gd.sampling.latents(range(seed,
+    seed + n), ...)`` of the same ``seed``: seeds ``SELECTION_SEED + seed`` onwards."""
+    from .sampling import latents
+
+    return latents(range(SELECTION_SEED + seed, SELECTION_SEED + seed + int(n)), shape, device=device)
 
 
 # ----------------------------------------------------------------------------------------------- control models
@@ -314,10 +325,10 @@ def _regime_gates(sw: _Sweep, number: int, mem_end: str, gen_end: str, what: dic
     cmp = sw.comparison
     mem = _stats.proportion(torch.cat([cmp.items(x, "copies") for x in sw.subject[mem_end]]))
     new = _stats.proportion(torch.cat([cmp.items(x, "copies") for x in sw.subject[gen_end]]))
-    return [gate(f"regime: {what[mem_end]} memorizes (most samples copy a training image)", number,
+    return [gate(f"regime for claim {number}: {what[mem_end]} memorizes (most samples copy a training image)", number,
                  mem.lo > COPY_GATE, f"copies {mem:.0%}"),
-            gate(f"regime: {what[gen_end]} copies almost no training image (fewer than {NEW_GATE:.0%})", number,
-                 new.hi < NEW_GATE, f"copies {new:.0%}")]
+            gate(f"regime for claim {number}: {what[gen_end]} copies almost no training image (fewer than "
+                 f"{NEW_GATE:.0%})", number, new.hi < NEW_GATE, f"copies {new:.0%}")]
 
 
 def _ratio_check(sw: _Sweep, number: int, a: str, b: str, text: str, values: dict, key: str) -> Check:
@@ -1173,6 +1184,10 @@ def strong_generalization(large, small, train_sets: dict, latents: dict, narrow=
         cross, floor, eff = data_effect(played["subject"], k)
         values[f"agreement | {k}"], values[f"floor | {k}"], values[f"data effect | {k}"] = cross, floor, eff
         values[f"RMSE(S1, S2) | {k}"] = _stats.hierarchical(lambda r, c: r.mean(), played["subject"][k]["cross"])
+        s1, s2 = played["subject"][k]["samples"]
+        values[f"RMSE(S, own G) | {k}"] = _stats.hierarchical(lambda r: r.mean(), [
+            metrics.sample_rmse(x, g).cpu() for xs, g in ((s1, gs[k][0]), (s2, gs[k][1])) for x in xs])
+        values[f"chance | {k}"] = _stats.hierarchical(lambda r, c: c.mean(), played["subject"][k]["cross"])
         if played["subject"][k]["floor"]:
             values[f"RMSE floor | {k}"] = _stats.hierarchical(lambda r, c: r.mean(), played["subject"][k]["floor"])
             values[f"ratio to floor | {k}"] = _stats.hierarchical(

@@ -103,14 +103,18 @@ class Comparison:
         memorized fraction, percentile bootstrap otherwise)."""
         if measure == "copies":
             return _stats.proportion(self.items(label, measure))
-        return _stats.bootstrap(self._stat(measure), self.items(label, measure))
+        if measure == "min_ls":
+            return _stats.bootstrap(self._stat(measure), self.items(label, measure))
+        return _stats.mean(self.items(label, measure))
 
     def difference(self, a: str, b: str, measure: str) -> _stats.Estimate:
         """Measure(a) - measure(b) with the interval of the difference, resampling the shared items jointly
         (the same held-out images and noise, the same latents, the same linearity pairs)."""
         if measure == "gl_heldout":
             raise ValueError("the held-out GL reference uses each model's own training set; compare it per model")
-        return _stats.paired(self.items(a, measure), self.items(b, measure), self._stat(measure))
+        if measure == "min_ls":
+            return _stats.paired(self.items(a, measure), self.items(b, measure), self._stat(measure))
+        return _stats.paired(self.items(a, measure), self.items(b, measure))
 
     def figure_rows(self, labels=None, n: int | None = None) -> dict[str, torch.Tensor]:
         """Rows for :func:`gaussdiff_lib.chapters.plotting.image_rows`: samples, their nearest training images and

@@ -152,30 +152,38 @@ def test_compare_against_exact_models(project):
 
 
 def test_halves_need_disjoint_data_and_different_seeds(project):
-    z = gd.sampling.latents(range(2), (1, 8, 8))
-    with pytest.raises(ValueError, match="overlapping positions"):
-        gd.experiments.compare_halves("n32", "overlap", z, profile="tiny")
+    """A strong-generalization sweep lists S1, S2 and optionally F, F2: halves on disjoint positions of one order,
+    cross pairs that differ in their seed, floors on the same images with another seed; anything else is refused."""
+    def design(members):
+        project({**PROFILE["experiments"], "sweeps": {"h": members}})
+        return gd.experiments.halves_design("h", "tiny")
+    with pytest.raises(ValueError, match="disjoint positions"):
+        design(["n32", "overlap"])
     with pytest.raises(ValueError, match="share seed 0 .* inflates their agreement"):
-        gd.experiments.compare_halves("n32", "n32-sameseed", z, profile="tiny")
-    with pytest.raises(ValueError, match="the floor run 'n64' must train on the images of 'n32'"):
-        gd.experiments.compare_halves("n32", "n32-half2", z, profile="tiny", floor="n64")
-    with pytest.raises(ValueError, match="must differ from 'n32' in its seed"):
-        gd.experiments.compare_halves("n32", "n32-half2", z, profile="tiny", floor="n32")
+        design(["n32", "n32-sameseed"])
+    with pytest.raises(ValueError, match="must train on the same images"):
+        design(["n32", "n32-half2", "n64"])
+    with pytest.raises(ValueError, match="must differ in their seed"):
+        design(["n32", "n32-half2", "n32"])
+    with pytest.raises(ValueError, match="lists 1 runs"):
+        design(["n32"])
+    h1, h2 = design(["n32", "n32-half2", "n32-seed1", "n32-sameseed"])
+    assert [r.name for r in h1] == ["n32", "n32-seed1"] and [r.name for r in h2] == ["n32-half2", "n32-sameseed"]
 
 
-def test_halves_and_their_floor(project):
-    """Per latent: the RMSEs between the two halves, to the floor run and to each Gaussian's Euler samples,
-    consistent with the samples returned; the Gaussians are sampled like the networks (Euler, same latents)."""
+def test_halves_design_feeds_the_claim(project):
+    """The chapter's path: the runs of a design, trained, go to gd.claims.strong_generalization, whose samples
+    are those of the networks and of each half's Gaussian from the same latents with the same Euler sampler."""
+    h1, h2 = gd.experiments.halves_design("halves", "tiny")
     z = gd.sampling.latents(range(6), (1, 8, 8))
-    h = gd.experiments.compare_halves("n32", "n32-half2", z, profile="tiny", floor="n32-seed1")
-    assert set(h.samples) == {"S1", "S2", "G1", "G2", "F"}
-    torch.testing.assert_close(h.items["RMSE(S1, F)"], gd.metrics.sample_rmse(h.samples["S1"], h.samples["F"]))
-    G1 = gd.experiments.gaussian("n32", "tiny")
-    torch.testing.assert_close(h.samples["G1"], gd.sampling.euler(G1, z, gd.sampling.edm_sigmas(10)))
-    assert h.row["RMSE(S1, S2)"].value == pytest.approx(float(h.items["RMSE(S1, S2)"].mean()))
-    assert h.estimate("RMSE(S1, G1)").lo <= h.row["RMSE(S1, G1)"].value
-    with pytest.raises(ValueError, match="no quantity 'RMSE'"):
-        h.estimate("RMSE")
+    nets = ([gd.experiments.model(r) for r in h1], [gd.experiments.model(r) for r in h2])
+    sets = (gd.experiments.training_set(h1[0]), gd.experiments.training_set(h2[0]))
+    res = gd.claims.strong_generalization(nets, nets, {"large": sets, "small": sets}, {"large": z, "small": z})
+    (s1, s2), (g1, g2) = res.samples["large"], res.gaussian_samples["large"]
+    torch.testing.assert_close(s1[0], gd.sampling.euler(nets[0][0], z, gd.sampling.edm_sigmas(10)).cpu())
+    torch.testing.assert_close(g2, gd.sampling.euler(gd.experiments.gaussian(h2[0]), z, gd.sampling.edm_sigmas(10)).cpu())
+    rmse = gd.metrics.sample_rmse(s1[0], s2[0])
+    assert res.values["RMSE(S1, S2) | large"].value == pytest.approx(float(rmse.mean()))
 
 
 def test_certificate_measures_the_criterion_snapshots_once(project, monkeypatch):

@@ -319,14 +319,18 @@ def test_an_interrupted_execution_keeps_the_previous_notebook(tmp_path, monkeypa
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
 def test_snapshot_steps_named_by_notebooks_are_kept(profile):
-    """The early-stopped pair and the training-time run need snapshots the profile actually keeps."""
+    """The early-stopping candidates (snapshots every small-halves run keeps) exist, and the training-time run and
+    its seed replicates keep the same snapshots (each replicate chooses its own among them)."""
     prof = gd.profiles.load(profile)
     nbs = {p.stem: _parameters(json.loads(p.read_text())) for p in NOTEBOOKS}
     sg = {**nbs["strong_generalization"], **prof.get("strong_generalization", {})}
-    for name in gd.experiments.sweep(sg["small_pair"], profile):
-        assert sg["early_step"] in gd.experiments.run(name, profile).kept_steps, (profile, name)
+    halves = [r for h in gd.experiments.halves_design(sg["small_pair"], profile) for r in h]
+    assert set.intersection(*(set(r.kept_steps) for r in halves)), profile
     tt = {**nbs["training_time"], **prof.get("training_time", {})}
-    assert len(gd.experiments.run(tt["run"], profile).kept_steps) >= 2
+    run = gd.experiments.run(tt["run"], profile)
+    assert len(run.kept_steps) >= 2
+    others = gd.experiments.replicates([run.name], tt["seeds"], profile)[run.name]
+    assert others and all(o.kept_steps == run.kept_steps for o in others), (profile, [o.name for o in others])
 
 
 def test_execution_key_follows_the_files_a_notebook_depends_on(tmp_path, monkeypatch):

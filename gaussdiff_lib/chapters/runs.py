@@ -55,7 +55,7 @@ from ..training import DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_STEPS, EMA_HALFLI
 from . import profiles as _profiles
 
 __all__ = ["Run", "runs", "run", "sweep", "sweeps", "criterion", "section", "as_run", "check_same_training",
-           "dae_label", "dae_description", "training_set", "heldout_set", "ARCH_NAMES"]
+           "replicates", "dae_label", "dae_description", "training_set", "heldout_set", "ARCH_NAMES"]
 
 
 @dataclass(frozen=True)
@@ -281,6 +281,28 @@ def check_same_training(rs, vary=()) -> str:
     return "; ".join(parts)
 
 
+def replicates(names, pool, profile: str) -> dict[str, list[Run]]:
+    """For each run of ``names``, the runs of ``pool`` (a list of run names, or a sweep's name; "" or None: none)
+    that train the same network with the same recipe on the same data and differ only in their ``seed`` (initial
+    weights, data order and noise): the seed replicates of a comparison. A pool may serve several chapters, so runs
+    of it that replicate none of ``names`` are skipped; a pool of which no run replicates any of them is an error
+    (a profile naming the wrong sweep)."""
+    names = [as_run(n, profile) for n in names]
+    out = {r.name: [] for r in names}
+    if not pool:
+        return out
+    pool = [as_run(n, profile) for n in (sweep(pool, profile) if isinstance(pool, str) else pool)]
+    fields = [f for f in _DATA_FIELDS + _TRAINING_FIELDS if f != "seed"]
+    for p in pool:
+        for r in names:
+            if all(getattr(r, f) == getattr(p, f) for f in fields) and p.seed != r.seed:
+                out[r.name].append(p)
+    if pool and not any(out.values()):
+        raise ValueError(f"no run of {[p.name for p in pool]} replicates any of {[r.name for r in names]}: a replicate "
+                         "trains the same network with the same recipe on the same data, with another seed")
+    return out
+
+
 ARCH_NAMES = {"unet": "UNet", "ncsnpp": "NCSN++", "ddpmpp": "DDPM++", "vit": "ViT", "linear": "linear"}
 
 
@@ -313,9 +335,11 @@ def training_set(r: Run | str, profile: str | None = None) -> torch.Tensor:
 
 
 def heldout_set(profile: str, n: int, seed: int = 0, resolution: int | None = None,
-                dataset: str | None = None) -> torch.Tensor:
+                dataset: str | None = None, offset: int = 0) -> torch.Tensor:
     """``n`` held-out images for runs on ``dataset`` (default: the dataset of the profile's defaults), at
-    ``resolution`` (default: the defaults').
+    ``resolution`` (default: the defaults'): positions ``offset`` ... ``offset + n - 1`` of the split's order seeded
+    by ``seed``, so two calls with the same seed and offsets n apart draw disjoint images (one set to choose a
+    setting, another to judge it).
 
     The profile's ``heldout`` is a source for the default dataset (e.g. CelebA-HQ for FFHQ, paper section 2)
     or a map ``{dataset: source}``; without an entry, the test split of the dataset itself (CIFAR-10 test).
@@ -332,5 +356,5 @@ def heldout_set(profile: str, n: int, seed: int = 0, resolution: int | None = No
     else:
         source = held if (held and dataset == default_dataset) else dataset
     resolution = resolution if resolution is not None else defaults.get("resolution", Run.resolution)
-    return load_any(source, split="test", resolution=resolution, n=n, seed=seed)
+    return load_any(source, split="test", resolution=resolution, n=n, seed=seed, offset=offset)
 
