@@ -5,6 +5,10 @@ how many steps a run needs to converge). Trains one run with snapshots every ``-
 measures on held-out images: the EDM denoising loss, RMSE(D_theta, D_G) and RMSE(D_theta, D_M) averaged over the
 intermediate sigma levels, and, from ``--samples`` Euler samples, the memorized fraction and the GL score.
 
+A pilot *chooses* settings, so it measures on selection data, never on the data the book judges with: latents from
+``gd.claims.SELECTION_SEED`` on and held-out images from position ``--heldout-offset`` (default 5000) of the test
+split's seeded order, after every position a chapter uses.
+
     python benchmarks/pilot.py --res 8 --channels 64 --n 256 --steps 8000 --every 500 --out results/pilot-....json
 """
 import argparse
@@ -31,6 +35,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--eval", type=int, default=256)
+    p.add_argument("--heldout-offset", type=int, default=5000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--run-dir", default=None)
     p.add_argument("--evaluate-only", action="store_true",
@@ -39,7 +44,7 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     X = gd.data.load("fashion-mnist", split="train", resolution=a.res, n=a.n, seed=0, offset=a.offset)
-    held = gd.data.load("fashion-mnist", split="test", resolution=a.res, n=a.eval, seed=0)
+    held = gd.data.load("fashion-mnist", split="test", resolution=a.res, n=a.eval, seed=0, offset=a.heldout_offset)
     mult = tuple(int(m) for m in a.mult.split(","))
     net = gd.networks.UNet(1, a.channels, a.res, mult, 1, 0.0, seed=a.seed)
     snaps = list(range(a.every, a.steps + 1, a.every))
@@ -59,7 +64,7 @@ def main():
     M = gd.denoisers.EmpiricalDenoiser(X)
     levels = [s for s in gd.sampling.edm_sigmas(10)[:-1].tolist() if 0.116 <= s <= 20]
     loss_levels = (torch.distributions.Normal(-1.2, 1.2).icdf((torch.arange(8) + 0.5) / 8)).exp().tolist()
-    z = gd.sampling.latents(range(a.samples), (1, a.res, a.res))
+    z = gd.claims.selection_latents(a.samples, (1, a.res, a.res))
     sched = gd.sampling.edm_sigmas(10)
     xg = gd.sampling.euler(G, z, sched)
     gl_held = gd.metrics.gl_score(held[: a.samples], X)

@@ -186,6 +186,13 @@ class Result:
         """The checks as display rows (:func:`check_rows`)."""
         return check_rows(self.checks)
 
+    def add(self, *checks: Check) -> "Result":
+        """Add checks the caller knows and the function cannot, e.g. gates on the networks' convergence."""
+        if not all(isinstance(c, Check) for c in checks):
+            raise ValueError("add takes gd.stats.Check objects (e.g. gd.claims.gate(...))")
+        self.checks.extend(checks)
+        return self
+
     def find(self, text: str) -> Check:
         """The check whose description starts with ``text``."""
         found = [c for c in self.checks if c.claim.startswith(text)]

@@ -12,6 +12,14 @@ reason. A :class:`Criterion` fixes, once per profile, how that is checked:
 - the run is **converged** when over the last ``window`` of training (e.g. the last quarter) neither measure
   moves by more than ``tolerance`` relative to its final value.
 
+A run that memorizes keeps moving on those two measures by design: its held-out loss rises and it drifts from D_G
+as it copies more. For it the question is whether the *memorizing* has stopped, so two more measures are taken at
+each snapshot when the run's training images are given: the **training loss** (the same loss on ``images`` of the
+training images) and the **memorized fraction** of Euler samples from fixed latents. A run is also converged, *as a
+memorizer*, when most of its samples copy a training image at the end, the training loss moves by at most
+``tolerance`` relative to its final value and the memorized fraction by at most ``COPIES_TOLERANCE`` (absolute)
+over the window. :func:`assess` says which criterion certified a run (``regime``).
+
 The same noisy held-out inputs are used at every snapshot, so the changes are changes of the network, not of
 the sample. :func:`assess` is the pure decision; :mod:`gaussdiff_lib.chapters.models` runs it on a profile's runs.
 """
@@ -25,12 +33,17 @@ import torch
 from . import metrics
 from ._checks import positive_int
 
-__all__ = ["Criterion", "LOSS_LEVELS", "INTERMEDIATE", "MEASURES", "measure", "assess", "criterion_from"]
+__all__ = ["Criterion", "LOSS_LEVELS", "INTERMEDIATE", "MEASURES", "MEMORIZING_MEASURES", "COPIES_TOLERANCE", "measure",
+           "assess", "criterion_from"]
 
 #: the intermediate sigma range of the paper (section 4), where memorization and generalization differ
 INTERMEDIATE = (0.116, 20.0)
 #: the names of the two measures the criterion watches, as keys of :func:`measure`'s result
 MEASURES = ("heldout_loss", "rmse_gaussian")
+#: the measures of the memorizing criterion (when the training images are given to :func:`measure`)
+MEMORIZING_MEASURES = ("train_loss", "copies")
+#: the largest absolute change of the memorized fraction over the window for a memorizer to count as converged
+COPIES_TOLERANCE = 0.1
 
 
 def _loss_levels(k: int = 8, P_mean: float = -1.2, P_std: float = 1.2) -> list[float]:
@@ -115,10 +128,13 @@ def criterion_from(spec, where: str = "the profile") -> Criterion:
 
 
 @torch.no_grad()
-def measure(D, G, images: torch.Tensor, fixed_sigma: float | None = None, seed: int = 0) -> dict[str, float]:
+def measure(D, G, images: torch.Tensor, fixed_sigma: float | None = None, seed: int = 0,
+            train: torch.Tensor | None = None, latents: torch.Tensor | None = None) -> dict[str, float]:
     """The two convergence measures of denoiser D on clean held-out images: EDM's held-out loss over
-    :data:`LOSS_LEVELS` and RMSE(D, D_G) over the intermediate analysis levels (or both at ``fixed_sigma``)."""
-    from .sampling import edm_sigmas
+    :data:`LOSS_LEVELS` and RMSE(D, D_G) over the intermediate analysis levels (or both at ``fixed_sigma``). With the
+    training images ``train``, also the same loss on them ("train_loss"), and with ``latents`` (not for a one-level
+    autoencoder, which cannot sample) the memorized fraction of D's Euler samples ("copies")."""
+    from .sampling import edm_sigmas, euler
 
     if fixed_sigma is not None:
         loss_levels = rmse_levels = [float(fixed_sigma)]
@@ -127,13 +143,23 @@ def measure(D, G, images: torch.Tensor, fixed_sigma: float | None = None, seed: 
         rmse_levels = [s for s in edm_sigmas(10)[:-1].tolist() if INTERMEDIATE[0] <= s <= INTERMEDIATE[1]]
     loss = sum(metrics.denoising_loss(D, images, s, seed=seed) for s in loss_levels) / len(loss_levels)
     rmse = float(metrics.distance_curve(D, G, images, rmse_levels, seed=seed).mean())
-    return {"heldout_loss": loss, "rmse_gaussian": rmse}
+    out = {"heldout_loss": loss, "rmse_gaussian": rmse}
+    if train is not None:
+        sub = train[: images.shape[0]]
+        out["train_loss"] = sum(metrics.denoising_loss(D, sub, s, seed=seed) for s in loss_levels) / len(loss_levels)
+        if latents is not None and fixed_sigma is None:
+            out["copies"] = metrics.memorized_fraction(euler(D, latents, edm_sigmas(10)), train)
+    return out
 
 
 def assess(points: list[dict], criterion: Criterion, total: int) -> dict:
-    """The verdict from measured points (dicts with 'step' and each of :data:`MEASURES`): per measure, the
-    largest relative change over the window, ``max_t |m(t) - m(T)| / |m(T)|``, and converged = every change
-    <= tolerance. Refuses points that do not cover the window (never a silent 'converged')."""
+    """The verdict from measured points (dicts with 'step' and each of :data:`MEASURES`, and optionally
+    :data:`MEMORIZING_MEASURES`): per measure, the largest change over the window (relative to the final value,
+    ``max_t |m(t) - m(T)| / |m(T)|``; absolute for the memorized fraction). Converged as a generalizing network
+    when both of :data:`MEASURES` change by at most the tolerance; as a memorizer when the final memorized fraction
+    is at least one half, the training loss changes by at most the tolerance and the memorized fraction by at most
+    :data:`COPIES_TOLERANCE`. ``regime`` names the criterion met ("generalizing", "memorizing" or None). Refuses
+    points that do not cover the window (never a silent 'converged')."""
     by_step = {int(p["step"]): p for p in points}
     window = criterion.window_steps(total)
     missing = [s for s in window if s not in by_step]
@@ -141,10 +167,17 @@ def assess(points: list[dict], criterion: Criterion, total: int) -> dict:
         raise ValueError(f"convergence needs measurements at steps {list(window)}; missing {missing}")
     final = by_step[window[-1]]
     changes = {}
-    for m in MEASURES:
+    for m in (*MEASURES, *(k for k in MEMORIZING_MEASURES if all(k in by_step[s] for s in window))):
         ref = float(final[m])
+        if m == "copies":
+            changes[m] = max(abs(float(by_step[s][m]) - ref) for s in window)
+            continue
         if not math.isfinite(ref) or ref == 0:
             raise ValueError(f"the final {m} is {ref}; a relative change is undefined")
         changes[m] = max(abs(float(by_step[s][m]) - ref) / abs(ref) for s in window)
-    return {"changes": changes, "converged": all(v <= criterion.tolerance for v in changes.values()),
-            "window": list(window), "tolerance": criterion.tolerance}
+    generalizing = all(changes[m] <= criterion.tolerance for m in MEASURES)
+    memorizing = ("copies" in changes and "train_loss" in changes and float(final["copies"]) >= 0.5
+                  and changes["train_loss"] <= criterion.tolerance and changes["copies"] <= COPIES_TOLERANCE)
+    regime = "generalizing" if generalizing else ("memorizing" if memorizing else None)
+    return {"changes": changes, "converged": generalizing or memorizing, "regime": regime, "window": list(window),
+            "tolerance": criterion.tolerance}

@@ -32,6 +32,31 @@ def test_flat_measures_converge_and_a_late_drift_does_not():
     assert bad["window"] == [600, 700, 800] and bad["tolerance"] == 0.05
 
 
+def _memorizing(train_loss, copies, heldout=(0.5, 0.55, 0.6, 0.66, 0.72, 0.8, 0.88, 0.97), total=800):
+    crit = Criterion()
+    return [{"step": s, "heldout_loss": h, "rmse_gaussian": 0.1 + 0.01 * i, "train_loss": t, "copies": c}
+            for i, (s, h, t, c) in enumerate(zip(crit.steps(total), heldout, train_loss, copies))]
+
+
+def test_a_memorizer_that_stopped_memorizing_more_is_converged_as_one():
+    """The held-out loss of a memorizing run keeps rising (it fails the generalizing criterion by design); it is
+    converged as a memorizer when most samples copy, the training loss is flat within the tolerance and the memorized
+    fraction within COPIES_TOLERANCE over the window; not when the copies still climb, the training loss still
+    falls, or most samples are new."""
+    flat = [0.9, 0.5, 0.3, 0.25, 0.22, 0.212, 0.21, 0.209]
+    ok = assess(_memorizing(flat, [0.1, 0.3, 0.5, 0.6, 0.7, 0.72, 0.74, 0.75]), Criterion(), 800)
+    assert ok["converged"] and ok["regime"] == "memorizing"
+    assert ok["changes"]["copies"] == pytest.approx(0.03) and ok["changes"]["heldout_loss"] > 0.05
+    climbing = assess(_memorizing(flat, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]), Criterion(), 800)
+    assert not climbing["converged"] and climbing["regime"] is None and climbing["changes"]["copies"] == pytest.approx(0.2)
+    falling = assess(_memorizing([1, 0.8, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2], [0.8] * 8), Criterion(), 800)
+    assert not falling["converged"]
+    few = assess(_memorizing(flat, [0.3] * 8), Criterion(), 800)
+    assert not few["converged"]
+    gen = assess(_points([1.0, 0.6, 0.5, 0.48, 0.47, 0.465, 0.46, 0.458], [0.2] * 8), Criterion(), 800)
+    assert gen["regime"] == "generalizing" and "copies" not in gen["changes"]
+
+
 def test_a_criterion_that_cannot_be_evaluated_is_an_error():
     with pytest.raises(ValueError, match="fewer than 2 points in the last 0.1"):
         Criterion(every=0.125, window=0.1)

@@ -200,7 +200,9 @@ def test_certificate_measures_the_criterion_snapshots_once(project, monkeypatch)
     final, half = cert["points"][1], cert["points"][0]
     change = abs(half["rmse_gaussian"] - final["rmse_gaussian"]) / final["rmse_gaussian"]
     assert cert["changes"]["rmse_gaussian"] == pytest.approx(change)
-    assert cert["converged"] == all(v <= 0.05 for v in cert["changes"].values())
+    generalizing = cert["changes"]["heldout_loss"] <= 0.05 and cert["changes"]["rmse_gaussian"] <= 0.05
+    assert cert["converged"] == (cert["regime"] is not None) and (cert["regime"] == "generalizing") == generalizing
+    assert {"train_loss", "copies"} <= set(final)            # the memorizing criterion's measures, at every point
     D = gd.experiments.model("n32", "tiny", snapshot=3)
     X = gd.experiments.training_set("n32", "tiny")
     held = gd.experiments.heldout_set("tiny", 8, seed=0)
@@ -209,7 +211,7 @@ def test_certificate_measures_the_criterion_snapshots_once(project, monkeypatch)
     assert again == cert and len(calls) == 2
     assert X.shape[0] == cert["n"] == 32 and cert["epochs"] == pytest.approx(1.5)
     row = gd.experiments.convergence_rows([cert])[0]
-    assert row["converged"] in ("yes", "no") and row["Δ RMSE(θ, G)"].endswith("%")
+    assert row["converged"] in ("yes, generalizing", "yes, memorizing", "no") and row["Δ RMSE(θ, G)"].endswith("%")
     lin = gd.experiments.certificate("lin", "tiny")                # a one-level DAE is measured at its sigma
     assert len(lin["points"]) == 2
 

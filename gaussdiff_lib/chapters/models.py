@@ -13,7 +13,7 @@ from .._checks import as_device, show_progress
 from .runs import Run, as_run, heldout_set, section, sweep, training_set
 
 __all__ = ["model", "models", "gaussian", "certificate", "certificates", "train_job", "convergence_rows",
-           "convergence_sentence", "LicenseNotice"]
+           "convergence_sentence", "convergence_gates", "LicenseNotice"]
 
 
 def _network(r: Run, X: torch.Tensor):
@@ -124,8 +124,10 @@ def certificate(r: Run | str, profile: str | None = None, device=None, progress:
     """Whether a run converged by its profile's criterion (:mod:`gaussdiff_lib.convergence`), with the evidence.
 
     Trains or loads the run, measures the held-out loss and RMSE(D_theta, D_G) over intermediate sigma at each of
-    the criterion's snapshots, and returns {"run", "n", "steps", "epochs", "points" (one dict per measured step),
-    "changes" (largest relative change of each measure over the window), "converged", "window", "tolerance"}.
+    the criterion's snapshots, with the training loss and the memorized fraction of 64 samples from selection
+    latents (the memorizing criterion), and returns {"run", "n", "steps", "epochs", "points" (one dict per measured
+    step), "changes" (largest change of each measure over the window), "converged", "regime" ("generalizing",
+    "memorizing" or None), "window", "tolerance"}.
     The result is stored beside the run's weights, so it is computed once. Runs that load published weights
     return ``converged = None`` (trained elsewhere; not assessed here).
     """
@@ -142,7 +144,8 @@ def certificate(r: Run | str, profile: str | None = None, device=None, progress:
     X = training_set(r)
     final = model(r, device=device, progress=progress, X=X)
     held_spec = {"profile_heldout": section(r.profile).get("heldout") or "", "dataset": r.dataset,
-                 "resolution": r.resolution, "criterion": crit.as_dict(), "fixed_sigma": r.fixed_sigma}
+                 "resolution": r.resolution, "criterion": crit.as_dict(), "fixed_sigma": r.fixed_sigma,
+                 "measures": "heldout_loss, rmse_gaussian, train_loss, copies"}
     key = _cache.digest(held_spec, [s for s in r.measured_steps])
     path = final.run_dir / f"convergence-{key[:16]}.json"
     if path.exists():
@@ -152,12 +155,15 @@ def certificate(r: Run | str, profile: str | None = None, device=None, progress:
             path.unlink()  # a file cut short: measure again
     held = heldout_set(r.profile, crit.images, seed=crit.seed, resolution=r.resolution, dataset=r.dataset)
     G = gaussian(r, X=X, device=device)
+    from ..claims import selection_latents
+
+    z = selection_latents(min(64, crit.images), tuple(X.shape[1:]), seed=crit.seed, device=device)
     points = []
     with torch.no_grad():
         for step in r.measured_steps:
             D = final if step == r.steps else model(r, snapshot=step, device=device, X=X)
             points.append({"step": step, "epoch": r.epoch(step),
-                           **measure(D, G, held, fixed_sigma=r.fixed_sigma, seed=crit.seed)})
+                           **measure(D, G, held, fixed_sigma=r.fixed_sigma, seed=crit.seed, train=X, latents=z)})
     result = {"points": points, **assess(points, crit, r.steps)}
     _cache.write_text_atomic(path, json.dumps(result, indent=1))
     return {**base, **result}
@@ -194,32 +200,40 @@ def convergence_rows(certs: list[dict]) -> list[dict]:
                      "epochs": "" if c["epochs"] is None else f"{c['epochs']:,.0f}",
                      "Δ held-out loss": f"{100 * changes['heldout_loss']:.1f}%" if changes else "",
                      "Δ RMSE(θ, G)": f"{100 * changes['rmse_gaussian']:.1f}%" if changes else "",
-                     "converged": {True: "yes", False: "no", None: "published weights"}[c["converged"]]})
+                     "Δ training loss": f"{100 * changes['train_loss']:.1f}%" if "train_loss" in changes else "",
+                     "Δ memorized fraction": f"{100 * changes['copies']:.0f} points" if "copies" in changes else "",
+                     "converged": {True: f"yes, {c.get('regime') or ''}".rstrip(", "), False: "no",
+                                   None: "published weights"}[c["converged"]]})
     return rows
 
 
-_MEASURE_NAMES = {"heldout_loss": "held-out loss", "rmse_gaussian": "RMSE(D_θ, D_G)"}
+_MEASURE_NAMES = {"heldout_loss": "held-out loss", "rmse_gaussian": "RMSE(D_θ, D_G)", "train_loss": "training loss",
+                  "copies": "memorized fraction"}
 
 
 def _drift(c: dict) -> str:
     """How an unconverged run is still moving: each measure over its tolerance and the sign of its change."""
+    from ..convergence import COPIES_TOLERANCE, MEASURES
+
     pts = {p["step"]: p for p in c["points"]}
     first, last = (pts.get(s) for s in (c["window"][0], c["window"][-1]))
     parts = []
     for m, change in c["changes"].items():
-        if change <= c["tolerance"]:
+        if change <= (COPIES_TOLERANCE if m == "copies" else c["tolerance"]):
             continue
         word = "moves"
         if first is not None and last is not None:
             word = "still rises" if last[m] > first[m] else "still falls"
         parts.append(f"{_MEASURE_NAMES[m]} {word}")
-    return f"{c['run']} ({100 * max(c['changes'].values()):.0f}%, {' and '.join(parts)})"
+    worst = max(c["changes"][m] for m in MEASURES)
+    return f"{c['run']} ({100 * worst:.0f}%, {' and '.join(parts)})"
 
 
 def convergence_sentence(certs: list[dict]) -> str:
-    """Computed prose on the convergence of a chapter's runs: all converged, or which did not, by how much and in
-    which direction they were still moving (a rising held-out loss means a run still memorizing its data, so its
-    memorization is, if anything, understated)."""
+    """Computed prose on the convergence of a chapter's runs: all converged (and by which criterion), or which did
+    not, by how much and in which direction they were still moving."""
+    from ..convergence import COPIES_TOLERANCE
+
     trained = [c for c in certs if c["converged"] is not None]
     if not trained:
         return "This chapter uses published weights only; their convergence is not assessed here."
@@ -227,17 +241,32 @@ def convergence_sentence(certs: list[dict]) -> str:
     window = trained[0]["window"]
     share = (window[-1] - window[0]) / window[-1] if window[-1] else 0
     bad = [c for c in trained if not c["converged"]]
-    crit = (f"neither the held-out loss nor RMSE(D_θ, D_G) over intermediate σ moves by more than {100 * tol:.0f}% "
-            f"over the last {100 * share:.0f}% of training")
+    crit = (f"over the last {100 * share:.0f}% of training either neither the held-out loss nor RMSE(D_θ, D_G) over "
+            f"intermediate σ moves by more than {100 * tol:.0f}% (a generalizing network), or most samples copy a "
+            f"training image while the training loss moves by at most {100 * tol:.0f}% and the memorized fraction by at "
+            f"most {100 * COPIES_TOLERANCE:.0f} points (a memorizer that has stopped memorizing more)")
+    mem = [c["run"] for c in trained if c.get("regime") == "memorizing"]
+    how = f" ({len(mem)} of them as memorizers: {', '.join(mem)})" if mem else ""
     if not bad:
-        return f"All {len(trained)} trained networks of this chapter meet the convergence criterion: {crit}."
+        return f"All {len(trained)} trained networks of this chapter meet the convergence criterion{how}: {crit}."
     text = (f"{len(bad)} of the {len(trained)} trained networks of this chapter do not meet the convergence criterion "
             f"({crit}): {'; '.join(_drift(c) for c in bad)}.")
-    rising = [c for c in bad if "held-out loss still rises" in _drift(c)]
-    if rising and len(rising) == len(bad):
-        text += (" A held-out loss that still rises is a network still memorizing its training set: at its end point "
-                 "it would copy more, not less, so its memorization is understated here, not overstated.")
-    else:
-        text += " Their numbers describe networks still in training, not their end points."
+    text += " Their numbers describe networks still in training, not their end points; claims that rest on them are " \
+            "not tested."
     return text
 
+
+
+def convergence_gates(certs: list[dict], numbers) -> list:
+    """One gate per claim number: every trained network the claim's checks rest on (``certs``, their
+    certificates) is converged by the profile's criterion, as a generalizing network or as a memorizer. A network
+    still in training could show a trend for the wrong reason, so a failed gate leaves the claim not tested.
+    Published weights are not assessed here and do not fail the gate."""
+    from ..claims import gate
+
+    trained = [c for c in certs if c["converged"] is not None]
+    bad = [c["run"] for c in trained if not c["converged"]]
+    text = (f"{len(trained) - len(bad)} of {len(trained)} converged" + (f"; not: {', '.join(bad)}" if bad else "")
+            if trained else "published weights only")
+    return [gate(f"regime for claim {n}: the networks its checks rest on are converged", n, not bad, text)
+            for n in sorted({int(n) for n in numbers})]
