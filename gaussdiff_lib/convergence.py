@@ -16,9 +16,11 @@ A run that memorizes keeps moving on those two measures by design: its held-out 
 as it copies more. For it the question is whether the *memorizing* has stopped, so two more measures are taken at
 each snapshot when the run's training images are given: the **training loss** (the same loss on ``images`` of the
 training images) and the **memorized fraction** of Euler samples from fixed latents. A run is also converged, *as a
-memorizer*, when most of its samples copy a training image at the end, the training loss moves by at most
-``tolerance`` relative to its final value and the memorized fraction by at most ``COPIES_TOLERANCE`` (absolute)
-over the window. :func:`assess` says which criterion certified a run (``regime``).
+memorizer*, when most of its samples copy a training image at the end, the memorized fraction moves by at most
+``COPIES_TOLERANCE`` (absolute) over the window, and the training loss moves by at most ``tolerance`` of the whole
+drop it made from the first snapshot to the last. (A memorizer drives its training loss towards zero, so a change
+relative to the final value, the rule for the held-out measures, would read noise on a near-zero number as
+movement.) :func:`assess` says which criterion certified a run (``regime``).
 
 The same noisy held-out inputs are used at every snapshot, so the changes are changes of the network, not of
 the sample. :func:`assess` is the pure decision; :mod:`gaussdiff_lib.chapters.models` runs it on a profile's runs.
@@ -155,7 +157,8 @@ def measure(D, G, images: torch.Tensor, fixed_sigma: float | None = None, seed: 
 def assess(points: list[dict], criterion: Criterion, total: int) -> dict:
     """The verdict from measured points (dicts with 'step' and each of :data:`MEASURES`, and optionally
     :data:`MEMORIZING_MEASURES`): per measure, the largest change over the window (relative to the final value,
-    ``max_t |m(t) - m(T)| / |m(T)|``; absolute for the memorized fraction). Converged as a generalizing network
+    ``max_t |m(t) - m(T)| / |m(T)|``; absolute for the memorized fraction; for the training loss relative to its
+    whole drop, ``max_t |m(t) - m(T)| / |m(first) - m(T)|``). Converged as a generalizing network
     when both of :data:`MEASURES` change by at most the tolerance; as a memorizer when the final memorized fraction
     is at least one half, the training loss changes by at most the tolerance and the memorized fraction by at most
     :data:`COPIES_TOLERANCE`. ``regime`` names the criterion met ("generalizing", "memorizing" or None). Refuses
@@ -167,10 +170,15 @@ def assess(points: list[dict], criterion: Criterion, total: int) -> dict:
         raise ValueError(f"convergence needs measurements at steps {list(window)}; missing {missing}")
     final = by_step[window[-1]]
     changes = {}
+    first = by_step[min(by_step)]
     for m in (*MEASURES, *(k for k in MEMORIZING_MEASURES if all(k in by_step[s] for s in window))):
         ref = float(final[m])
         if m == "copies":
             changes[m] = max(abs(float(by_step[s][m]) - ref) for s in window)
+            continue
+        if m == "train_loss":
+            drop = abs(float(first[m]) - ref)
+            changes[m] = max(abs(float(by_step[s][m]) - ref) for s in window) / drop if drop > 0 else math.inf
             continue
         if not math.isfinite(ref) or ref == 0:
             raise ValueError(f"the final {m} is {ref}; a relative change is undefined")

@@ -231,7 +231,7 @@ def proportion(flags, level: float = LEVEL) -> Estimate:
 
 
 # ------------------------------------------------------------------------------------------- checks and verdicts
-KINDS = ("evidence", "gate")                      #: what a check is: a test of the claim, or the regime it needs
+KINDS = ("evidence", "gate")                      #: the two kinds of check (a test of the claim, or the regime it needs)
 VERDICTS = ("yes", "partly", "no", "not tested")   #: the words of :func:`verdict`
 ROLES = ("negative", "positive")
 

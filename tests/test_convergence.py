@@ -41,12 +41,15 @@ def _memorizing(train_loss, copies, heldout=(0.5, 0.55, 0.6, 0.66, 0.72, 0.8, 0.
 def test_a_memorizer_that_stopped_memorizing_more_is_converged_as_one():
     """The held-out loss of a memorizing run keeps rising (it fails the generalizing criterion by design); it is
     converged as a memorizer when most samples copy, the training loss is flat within the tolerance and the memorized
-    fraction within COPIES_TOLERANCE over the window; not when the copies still climb, the training loss still
-    falls, or most samples are new."""
+    fraction within COPIES_TOLERANCE over the window (the training loss measured against its whole drop, since it
+    heads for zero); not when the copies still climb, the training loss still falls, or most samples are new."""
     flat = [0.9, 0.5, 0.3, 0.25, 0.22, 0.212, 0.21, 0.209]
     ok = assess(_memorizing(flat, [0.1, 0.3, 0.5, 0.6, 0.7, 0.72, 0.74, 0.75]), Criterion(), 800)
     assert ok["converged"] and ok["regime"] == "memorizing"
     assert ok["changes"]["copies"] == pytest.approx(0.03) and ok["changes"]["heldout_loss"] > 0.05
+    assert ok["changes"]["train_loss"] == pytest.approx((0.212 - 0.209) / (0.9 - 0.209))
+    near_zero = [0.9, 0.3, 0.1, 0.05, 0.03, 0.0243, 0.0209, 0.0213]   # 14% of its final value, 0.5% of its drop
+    assert assess(_memorizing(near_zero, [0.9] * 8), Criterion(), 800)["regime"] == "memorizing"
     climbing = assess(_memorizing(flat, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]), Criterion(), 800)
     assert not climbing["converged"] and climbing["regime"] is None and climbing["changes"]["copies"] == pytest.approx(0.2)
     falling = assess(_memorizing([1, 0.8, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2], [0.8] * 8), Criterion(), 800)

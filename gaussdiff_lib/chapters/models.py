@@ -145,7 +145,7 @@ def certificate(r: Run | str, profile: str | None = None, device=None, progress:
     final = model(r, device=device, progress=progress, X=X)
     held_spec = {"profile_heldout": section(r.profile).get("heldout") or "", "dataset": r.dataset,
                  "resolution": r.resolution, "criterion": crit.as_dict(), "fixed_sigma": r.fixed_sigma,
-                 "measures": "heldout_loss, rmse_gaussian, train_loss, copies"}
+                 "measures": "heldout_loss, rmse_gaussian, train_loss (of its drop), copies"}
     key = _cache.digest(held_spec, [s for s in r.measured_steps])
     path = final.run_dir / f"convergence-{key[:16]}.json"
     if path.exists():
@@ -200,7 +200,8 @@ def convergence_rows(certs: list[dict]) -> list[dict]:
                      "epochs": "" if c["epochs"] is None else f"{c['epochs']:,.0f}",
                      "Δ held-out loss": f"{100 * changes['heldout_loss']:.1f}%" if changes else "",
                      "Δ RMSE(θ, G)": f"{100 * changes['rmse_gaussian']:.1f}%" if changes else "",
-                     "Δ training loss": f"{100 * changes['train_loss']:.1f}%" if "train_loss" in changes else "",
+                     "Δ training loss (of its drop)": f"{100 * changes['train_loss']:.1f}%" if "train_loss" in changes
+                     else "",
                      "Δ memorized fraction": f"{100 * changes['copies']:.0f} points" if "copies" in changes else "",
                      "converged": {True: f"yes, {c.get('regime') or ''}".rstrip(", "), False: "no",
                                    None: "published weights"}[c["converged"]]})
@@ -243,8 +244,9 @@ def convergence_sentence(certs: list[dict]) -> str:
     bad = [c for c in trained if not c["converged"]]
     crit = (f"over the last {100 * share:.0f}% of training either neither the held-out loss nor RMSE(D_θ, D_G) over "
             f"intermediate σ moves by more than {100 * tol:.0f}% (a generalizing network), or most samples copy a "
-            f"training image while the training loss moves by at most {100 * tol:.0f}% and the memorized fraction by at "
-            f"most {100 * COPIES_TOLERANCE:.0f} points (a memorizer that has stopped memorizing more)")
+            f"training image while the memorized fraction moves by at most {100 * COPIES_TOLERANCE:.0f} points and the "
+            f"training loss by at most {100 * tol:.0f}% of its drop over the run (a memorizer that has stopped memorizing "
+            "more)")
     mem = [c["run"] for c in trained if c.get("regime") == "memorizing"]
     how = f" ({len(mem)} of them as memorizers: {', '.join(mem)})" if mem else ""
     if not bad:
