@@ -25,10 +25,11 @@ from typing import Callable, Sequence
 import torch
 
 __all__ = ["Estimate", "bootstrap", "mean", "paired", "direction", "hierarchical", "proportion", "clopper_pearson",
-           "Check", "Control", "verdict", "verdicts", "VERDICTS", "KINDS", "N_BOOT", "LEVEL"]
+           "Check", "Control", "verdict", "verdicts", "VERDICTS", "KINDS", "N_BOOT", "LEVEL", "FEW_REPLICATES"]
 
 N_BOOT = 2000   #: bootstrap resamples
 LEVEL = 0.95    #: coverage of every interval
+FEW_REPLICATES = 5   #: below this many seeds, an interval must also hold each seed's own interval (hierarchical)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,11 @@ def hierarchical(statistic: Callable[..., torch.Tensor | float], replicates: Seq
     (paired: the same items, resampled together). Each resample draws the replicates with replacement and then,
     within each drawn replicate, its items; so the interval holds the seed-to-seed spread as well as the
     evaluation noise. With one replicate it is :func:`bootstrap`. ``n`` of the result counts the replicates.
+
+    With 2 to ``FEW_REPLICATES - 1`` replicates, resampling the seeds cannot reach the nominal coverage (with two,
+    the seed level of the bootstrap only ever sees the two seeds' values). The interval is then widened to contain
+    each replicate's own item-level interval as well, so it excludes a value only when every seed, taken on its own,
+    excludes it: a difference is called only when each training seed shows it.
     """
     reps = [r if isinstance(r, (tuple, list)) else (r,) for r in replicates]
     if not reps:
@@ -173,6 +179,10 @@ def hierarchical(statistic: Callable[..., torch.Tensor | float], replicates: Seq
             total += float(statistic(*(a[..., idx] for a in arrays[j])))
         boots[b] = total / len(picks)
     lo, hi = torch.quantile(boots, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
+    if 1 < len(arrays) < FEW_REPLICATES:
+        for j, a in enumerate(arrays):
+            own = bootstrap(statistic, *a, n_boot=n_boot, level=level, seed=int(seed) + 1 + j)
+            lo, hi = min(lo, own.lo), max(hi, own.hi)
     return Estimate(value, min(lo, value), max(hi, value), level, len(arrays))
 
 

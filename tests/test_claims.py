@@ -155,3 +155,21 @@ def test_the_models_a_claim_describes_pass_its_informative_checks(data):
     closer = r.find("claim 4: over intermediate σ, the")
     assert closer.informative and closer.passed and r.find("claim 5: the memorizing").passed
     assert r.find("claim 3").why_uninformative == "untrained network also passes"   # linear maps fit themselves
+
+
+def test_a_choice_is_never_judged_on_the_latents_that_made_it(data):
+    """training_time and strong_generalization choose a snapshot on selection latents; handing them the judgement
+    latents (or ones sharing a row with them) is refused with a message that says what to do."""
+    M = data["M"]
+    series = {"early": M["small"], "middle": M["small"], "end": M["small"]}
+    overlap = torch.cat([data["z_sel"][:32], data["z"][:32]])
+    for z in (data["z"], overlap):
+        with pytest.raises(ValueError, match="selection latents are also judgement latents.*selection_latents"):
+            claims.training_time(series, data["small"], (data["held"][:48], z), (data["held"][48:], data["z"]),
+                                 untrained=data["U"], progress=False)
+    halves = lambda k: ([M[k]], [M[k + "2"]])  # noqa: E731
+    with pytest.raises(ValueError, match="32 selection latents are also judgement latents"):
+        claims.strong_generalization(halves("large"), halves("small"),
+                                     {"large": (data["large"], data["large2"]), "small": (data["small"], data["small2"])},
+                                     {"large": data["z"], "small": data["z"]}, early={10: halves("small")},
+                                     selection_latents=overlap, untrained=data["U"])

@@ -178,6 +178,25 @@ def test_hierarchical_interval_holds_the_seed_spread():
         stats.hierarchical(lambda *a: 0.0, [(reps[0],), (reps[0], reps[1])])
 
 
+def test_few_seeds_call_a_difference_only_when_every_seed_shows_it():
+    """Two seeds, one with a clear effect and one whose own interval holds zero: a two-seed percentile bootstrap
+    would exclude zero (its seed level only ever sees the two seeds), the widened interval does not; when both
+    seeds show the effect it is excluded; from FEW_REPLICATES seeds on, the interval is the plain two-level one."""
+    g = torch.Generator().manual_seed(3)
+    clear = 0.5 + 0.01 * torch.randn(100, generator=g, dtype=torch.float64)
+    weak = torch.randn(100, generator=g, dtype=torch.float64)
+    weak = 0.5 * (weak - weak.mean()) / weak.std() + 0.08        # mean 0.08, own interval about [-0.02, 0.18]
+    assert not stats.mean(weak).excludes(0.0)
+    e = stats.hierarchical(lambda v: v.mean(), [clear, weak])
+    assert not e.excludes(0.0) and e.lo <= stats.mean(weak).lo + 0.02
+    both = stats.hierarchical(lambda v: v.mean(), [clear, clear.flip(0) - 0.1])
+    assert both.excludes(0.0)
+    many = [m + 0.3 * torch.randn(100, generator=g, dtype=torch.float64) for m in (0.4, 0.5, 0.45, 0.55, 0.5)]
+    e5 = stats.hierarchical(lambda v: v.mean(), many)
+    hull = min(stats.mean(v).lo for v in many)
+    assert stats.FEW_REPLICATES == 5 and e5.lo > hull + 0.02
+
+
 @pytest.mark.parametrize("call, msg", [
     (lambda: stats.mean([]), "non-empty set of per-item values"),
     (lambda: stats.mean([1.0, float("nan")]), "NaN or infinity"),
