@@ -385,7 +385,7 @@ def _sweep_values(sw: _Sweep, values: dict) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- claim groups
-#: The epochs gate of claim 6: training the largest set several times longer may move its ratio
+#: The epochs gate of claim 6. Training the largest set several times longer may move its ratio
 #: RMSE(D, D_G) / RMSE(D_M, D_G) by at most this much (the whole interval of the change), fixed before any
 #: network is measured so that the gate does not depend on the effect it guards.
 EPOCHS_GATE = 0.025
@@ -1074,7 +1074,9 @@ def strong_generalization(large, small, train_sets: dict, latents: dict, narrow=
             raise ValueError(f"train_sets[{key!r}] must be (half 1, half 2) and latents[{key!r}] its latents")
     G = {k: [GaussianDenoiser.from_data(X, device=device, cache=True) for X in train_sets[k]] for k in ("large", "small")}
     M = {k: [memorizer(X, device=device) for X in train_sets[k]] for k in ("large", "small")}
-    U = _untrained_for(untrained, {"x": settings["large"][0][0]}, "x")
+    # one untrained control per data setting: the small halves may have another resolution than the large ones
+    U = {k: _untrained_for(untrained if not isinstance(untrained, dict) else untrained.get(k, untrained.get("large")),
+                           {"x": settings[k][0][0]}, "x") for k in ("large", "small")}
     sample = lambda D, z: sampling.euler(D, z, schedule).cpu()  # noqa: E731
     X = {k: train_sets[data_of(k)] for k in settings}
     values = {}
@@ -1094,7 +1096,7 @@ def strong_generalization(large, small, train_sets: dict, latents: dict, narrow=
           for k in settings}
     played = {"subject": {k: play(k, settings[k], latents[data_of(k)]) for k in settings}}
     for name, halves in (("D_M", lambda k: ([M[data_of(k)][0]], [M[data_of(k)][1]])),
-                         ("untrained network", lambda k: ([U], [U])),
+                         ("untrained network", lambda k: ([U[data_of(k)]], [U[data_of(k)]])),
                          ("D_G", lambda k: ([G[data_of(k)][0]], [G[data_of(k)][1]]))):
         played[name] = {k: play(k, halves(k), latents[data_of(k)]) for k in settings}
     chosen = None
