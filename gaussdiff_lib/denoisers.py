@@ -1,6 +1,6 @@
 """Denoisers D(x; sigma): Gaussian (Wiener), empirical multi-delta, and EDM-preconditioned networks.
 
-The one contract (``../shared/DESIGN.md``): every denoiser is a ``torch.nn.Module`` called as
+The one contract of the library: every denoiser is a ``torch.nn.Module`` called as
 ``D(x, sigma) -> x_hat`` with ``x`` shaped [B, C, H, W] and ``sigma`` a float or a [B] tensor; the
 output has the dtype and shape of ``x``. All of them are interchangeable in samplers and metrics.
 """

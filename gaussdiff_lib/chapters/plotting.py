@@ -1,7 +1,7 @@
 """Figures from data: image grids, sample rows, trajectories, neighbours and curves over sigma.
 
 Each helper takes tensors (and an optional ``ax``/``axes``) and returns what it drew on; layout,
-titles and captions belong to the notebook (``../shared/STYLE.md``, point 6).
+titles and captions belong to the notebook, which also explains what a figure shows.
 """
 from __future__ import annotations
 
