@@ -1048,6 +1048,8 @@ def strong_generalization(large, small, train_sets: dict, latents: dict, narrow=
             own Gaussian model's samples, a criterion that needs no held-out data.
         gaussian_pair: (small set, large set at the small set's resolution) for "Gaussians of a small and a large
             set give near-identical samples".
+        untrained: the untrained control, one model or {"large": model, "small": model} (default: a fresh copy of
+            each setting's first network, so each has that setting's resolution).
 
     Every agreement is measured on the chance scale: RMSE(x, y) over latents divided by the RMSE of x to the
     sample of another latent (shuffled latents), so 0 is identical and 1 is unrelated; a pair's *position* puts its
@@ -1075,8 +1077,7 @@ def strong_generalization(large, small, train_sets: dict, latents: dict, narrow=
     G = {k: [GaussianDenoiser.from_data(X, device=device, cache=True) for X in train_sets[k]] for k in ("large", "small")}
     M = {k: [memorizer(X, device=device) for X in train_sets[k]] for k in ("large", "small")}
     # one untrained control per data setting: the small halves may have another resolution than the large ones
-    U = {k: _untrained_for(untrained if not isinstance(untrained, dict) else untrained.get(k, untrained.get("large")),
-                           {"x": settings[k][0][0]}, "x") for k in ("large", "small")}
+    U = {k: _untrained_for(untrained, {k: settings[k][0][0]}, k) for k in ("large", "small")}
     sample = lambda D, z: sampling.euler(D, z, schedule).cpu()  # noqa: E731
     X = {k: train_sets[data_of(k)] for k in settings}
     values = {}
