@@ -27,15 +27,25 @@ data: $(STAMP)
 assets: $(STAMP)
 	$(PY) -m gaussdiff_lib assets
 
+# the build's time record (gaussdiff_lib.chapters.timings): set-up, training, execution and rendering, each run's
+# and each notebook's seconds; the Status page shows it
+TIMINGS := _build/timings.json
+
 notebooks: data
-	$(PY) -m gaussdiff_lib train --profile $(PROFILE) --jobs $(JOBS)
-	$(PY) -m gaussdiff_lib execute --profile $(PROFILE) --out book
+	$(PY) -m gaussdiff_lib train --profile $(PROFILE) --jobs $(JOBS) --timings $(TIMINGS)
+	$(PY) -m gaussdiff_lib execute --profile $(PROFILE) --out book --jobs $(JOBS) --timings $(TIMINGS)
 
 html: assets
 	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
 
-book: notebooks
+book:
+	@mkdir -p _build && date +%s > _build/.book-started
+	$(MAKE) venv data assets
+	$(PY) -m gaussdiff_lib timings start --since _build/.book-started --phase "set-up (install, data, assets)"
+	$(MAKE) notebooks
 	$(MAKE) html
+	$(PY) -m gaussdiff_lib timings mark --phase rendering
+	$(PY) -m gaussdiff_lib timings show
 	@echo "book: $(CURDIR)/_build/html/index.html"
 
 # tests/test_book.py executes the notebooks under the smoke profile into _build/smoke/src and

@@ -84,15 +84,51 @@ def _train(args) -> int:
         os.environ["GAUSSDIFF_PROGRESS"] = "0"
         pool = mp.get_context("spawn").Pool(n_jobs)
         results = pool.imap_unordered(models.train_job, work)
+    rows = []
     try:
-        for i, (name, seconds, converged) in enumerate(results, 1):
-            state = {True: "converged", False: "NOT converged", None: "published weights"}[converged]
-            print(f"[{i}/{len(work)}] {name}: {seconds:.0f} s, {state} ({time.time() - t0:.0f} s so far)", flush=True)
+        for i, row in enumerate(results, 1):
+            rows.append(row)
+            state = {True: "converged", False: "NOT converged", None: "published weights"}[row["converged"]]
+            how = "trained" if row["trained"] else "cached"
+            print(f"[{i}/{len(work)}] {row['name']}: {row['seconds']:.0f} s ({how}), {state} "
+                  f"({time.time() - t0:.0f} s so far)", flush=True)
     finally:
         if n_jobs > 1:
             pool.close()
             pool.join()
+    if args.timings:
+        from .chapters import timings
+
+        timings.set_items(args.timings, "runs", rows)
+        timings.phase(args.timings, "training", time.time() - t0, jobs=n_jobs, runs=len(rows),
+                      trained=sum(r["trained"] for r in rows))
+        print(f"time record: {args.timings}", flush=True)
     return 0
+
+
+def _timings(args) -> None:
+    from pathlib import Path
+
+    from .chapters import timings
+
+    path = Path(args.file) if args.file else timings.RECORD
+    if args.action == "start":
+        since = args.since
+        if since is not None and Path(since).exists():
+            since = Path(since).read_text().strip()
+        try:
+            since = None if since is None else float(since)
+        except ValueError:
+            raise ValueError(f"--since takes a Unix time or a file holding one, got {args.since!r}") from None
+        timings.start(path, since, args.phase)
+    elif args.action == "mark":
+        if not args.phase:
+            raise ValueError("timings mark needs --phase NAME, the phase that ends now")
+        seconds = timings.mark(path, args.phase)["phases"][-1]["seconds"]
+        print(f"{args.phase}: {seconds:.0f} s (time record: {path})")
+    else:
+        data = timings.load(path)
+        print(timings.summary(data) if data else f"no time record at {path}")
 
 
 def main(argv=None) -> int:
@@ -117,8 +153,20 @@ def main(argv=None) -> int:
     ex.add_argument("--set", dest="overrides", action="append", metavar="NOTEBOOK.PARAMETER=VALUE",
                     help="override one parameter of the profile, e.g. dataset_size.sweep=dataset_size_cifar")
     ex.add_argument("--timeout", type=int, default=3600, help="the most seconds one cell may run (default 3600)")
+    ex.add_argument("--jobs", default="1", help="notebooks executed at a time: a number, or 'auto' (1 on a GPU, up to "
+                                                 "2 on a CPU, each kernel with its share of the cores)")
+    ex.add_argument("--timings", default=None, metavar="FILE", help="add each notebook's seconds and the execution "
+                                                                    "phase to this time record (make book: "
+                                                                    "_build/timings.json)")
     ex.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="a bar of each notebook's cells on stderr (default: when stderr is a terminal)")
+    tm = sub.add_parser("timings", help="the build's time record (_build/timings.json): start it, close a phase, "
+                                        "or show it")
+    tm.add_argument("action", choices=["start", "mark", "show"], help="start: a new record (with --since, the set-up "
+                    "before it is its first phase); mark: close the phase named by --phase; show: print the record")
+    tm.add_argument("--file", default=None, help="the record (default: _build/timings.json)")
+    tm.add_argument("--phase", default=None, help="the name of the phase that ends now")
+    tm.add_argument("--since", default=None, help="start: a Unix time, or a file holding one, when the build began")
     tr = sub.add_parser("train", help="train a profile's runs into the model cache (the notebooks then load them)")
     tr.add_argument("--profile", default="cpu", help=f"one of {profiles.names()}")
     tr.add_argument("--runs", nargs="*", help="run names (default: every run of the profile)")
@@ -128,6 +176,8 @@ def main(argv=None) -> int:
     tr.add_argument("--jobs", default="1", help="training processes: a number, or 'auto' (1 on a GPU, up to 2 on "
                                                  "a CPU, each with its share of the cores)")
     tr.add_argument("--dry-run", action="store_true", help="list this shard's runs without training")
+    tr.add_argument("--timings", default=None, metavar="FILE", help="add each run's seconds and the training phase "
+                                                                    "to this time record (make book: _build/timings.json)")
     args = parser.parse_args(argv)
     try:
         return _run(parser, args)
@@ -182,6 +232,8 @@ def _run(parser, args) -> int:
             print(assets.fetch())
         except assets.AssetError as exc:
             raise ValueError(str(exc)) from None
+    elif args.command == "timings":
+        _timings(args)
     elif args.command == "train":
         try:
             shard([], args.shard)
@@ -199,7 +251,8 @@ def _run(parser, args) -> int:
         from .chapters.execute import execute
 
         execute(args.profile, args.out, args.only, force=args.force, overrides=overrides,
-                keep_going=args.keep_going, timeout=args.timeout, progress=args.progress)
+                keep_going=args.keep_going, timeout=args.timeout, progress=args.progress,
+                jobs=jobs_for(args.jobs, None), timings=args.timings)
     return 0
 
 

@@ -50,7 +50,8 @@ def smoke_book():
         if folder.is_dir():
             shutil.copytree(folder, SRC / "book" / folder.name)
     (SRC / ".assets").symlink_to(book_assets.fetch(quiet=True).parent, target_is_directory=True)
-    executed = gd.chapters.execute.execute("smoke", SRC / "book")
+    # two notebooks at a time, as make book runs them on a CPU, with the time record the Status page shows
+    executed = gd.chapters.execute.execute("smoke", SRC / "book", jobs=2, timings=SRC / "_build" / "timings.json")
     jb = Path(sys.executable).parent / "jupyter-book"
     build = subprocess.run([str(jb), "build", str(SRC), "--warningiserror", "--nitpick", "--keep-going"],
                            capture_output=True, text=True, timeout=900)

@@ -1,6 +1,8 @@
 """The book end to end under the smoke profile: papermill executes every notebook, Jupyter Book builds
 with warnings as errors, and the pages carry their figures and glued numbers. The executed notebooks
 stay in _build/smoke/src/book for the nbval pass that `make test` runs next."""
+import re
+
 import nbformat
 
 import gaussdiff_lib as gd
@@ -37,6 +39,15 @@ def test_status_and_api_pages(smoke_book):
     for nb in gd.profiles.notebooks():      # one execution record per notebook, taken from papermill's metadata
         assert f"book/{nb.stem}" in status, f"{nb.stem} missing from the execution table"
     assert status.count("papermill, profile smoke") == len(gd.profiles.notebooks()) and "❌" not in status
+    # the time record: the notebooks ran two at a time, each is in the record and in the page's table
+    record = gd.chapters.timings.load(SRC / "_build" / "timings.json")
+    assert {n["name"] for n in record["notebooks"]} == {nb.stem for nb in gd.profiles.notebooks()}
+    assert all(n["executed"] and n["seconds"] > 0 for n in record["notebooks"])
+    phase = record["phases"][-1]
+    assert phase["name"] == "execution" and phase["jobs"] == 2
+    assert phase["seconds"] < sum(n["seconds"] for n in record["notebooks"])     # in parallel: less than the sum
+    tables = re.findall(r'<table class="[^"]*build-timings.*?</table>', status, re.S)
+    assert len(tables) == 2 and all(f">{nb.stem}<" in tables[1] for nb in gd.profiles.notebooks())
     api = (html / "api.html").read_text()
     for name in ("gaussdiff_lib.checkpoints.load_edm", "gaussdiff_lib.denoisers.GaussianDenoiser",
                  "gaussdiff_lib.chapters.models.model", "gaussdiff_lib.linear_fit.fit_linear"):

@@ -260,7 +260,7 @@ def test_train_command_shards_partition_the_runs(project, monkeypatch, capsys):
         main(["train", "--profile", "tiny", "--jobs", "zero"])
 
 
-def test_train_command_runs_two_processes_and_certifies(project, monkeypatch):
+def test_train_command_runs_two_processes_and_certifies(project, monkeypatch, tmp_path):
     """--jobs 2 trains runs in two processes, each certified; the cache then serves them without training."""
     import os
     import subprocess
@@ -272,11 +272,26 @@ def test_train_command_runs_two_processes_and_certifies(project, monkeypatch):
     assert jobs_for("auto", "cuda:0") == 1
 
     # the real command line (python -m): worker processes must be able to import the job they run
-    done = subprocess.run([sys.executable, "-m", "gaussdiff_lib", "train", "--profile", "tiny", "--runs", "n32", "n64",
-                           "lin", "--jobs", "2"], capture_output=True, text=True, timeout=600)
+    record = tmp_path / "timings.json"
+    command = [sys.executable, "-m", "gaussdiff_lib", "train", "--profile", "tiny", "--runs", "n32", "n64", "lin",
+               "--jobs", "2", "--timings", str(record)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "training 3 runs in 2 processes" in out and out.count("converged") == 3
+    # the time record: every run trained now, with its training and certificate seconds, and the phase
+    data = gd.chapters.timings.load(record)
+    runs = {r["name"]: r for r in data["runs"]}
+    assert set(runs) == {"n32", "n64", "lin"} and all(r["trained"] for r in runs.values())
+    assert all(r["training_seconds"] > 0 and r["certificate_seconds"] > 0 for r in runs.values())
+    assert [p["name"] for p in data["phases"]] == ["training"] and data["phases"][0]["trained"] == 3
+    assert data["phases"][0]["seconds"] >= max(r["seconds"] for r in runs.values())
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)   # warm: all from the cache
+    assert again.returncode == 0 and again.stdout.count("(cached)") == 3, again.stderr
+    data = gd.chapters.timings.load(record)
+    assert not any(r["trained"] for r in data["runs"]) and data["phases"][0]["trained"] == 0
+    assert {r["name"]: r["training_seconds"] for r in data["runs"]} == \
+        {n: r["training_seconds"] for n, r in runs.items()}      # as recorded when trained, not this build's
 
     def no_training(*a, **k):
         raise AssertionError("a trained run was trained again")

@@ -358,7 +358,48 @@ def _render_checks(self, folder):
     return [table]
 
 
+class BuildTimings:
+    """``{build-timings}``: the build's time record (``_build/timings.json`` under the book's root,
+    :mod:`gaussdiff_lib.chapters.timings`) as a sentence and tables. The page is read again when the record
+    changes."""
+
+    @staticmethod
+    def directive():
+        from sphinx.util.docutils import SphinxDirective
+
+        class Timings(SphinxDirective):
+            has_content = False
+
+            def run(self):
+                from pathlib import Path
+
+                from docutils import nodes
+
+                from gaussdiff_lib.chapters import timings
+
+                path = Path(self.env.app.confdir) / timings.RECORD
+                self.env.note_dependency(str(path))
+                try:
+                    data = timings.load(path)
+                except ValueError as err:
+                    raise self.error(f"build-timings: {err}") from None
+                if not data:
+                    return [nodes.paragraph(text="This copy of the book was built without a time record (make book "
+                                                 "writes one to _build/timings.json).")]
+                out = [nodes.paragraph(text=timings.sentence(data) + " Rendering the HTML follows this page; "
+                                       "its time is added to the record afterwards.")]
+                for title, heads, rows in timings.tables(data):
+                    table, body = _table(title, heads, [max(6, 60 // len(heads))] * len(heads), ["build-timings"])
+                    for row in rows:
+                        body += nodes.row("", *(_cell(nodes.Text(t)) for t in row))
+                    out.append(table)
+                return out
+
+        return Timings
+
+
 def setup(app):
+    app.add_directive("build-timings", BuildTimings.directive())
     app.add_directive("paper-vs-ours", _gathering_directive(_render_paper_vs_ours))
     app.add_directive("claims-status", _gathering_directive(_render_claims))
     app.add_directive("checks-status", _gathering_directive(_render_checks))

@@ -55,26 +55,35 @@ def _check_parameters(stem: str, params: dict, where: str) -> None:
 
 def execute(profile: str, out: str | Path, only: list[str] | None = None, timeout: int = 3600,
             force: bool = False, overrides: dict[str, dict] | None = None, keep_going: bool = False,
-            progress: bool | None = None) -> list[Path]:
+            progress: bool | None = None, jobs: int = 1, timings: str | Path | None = None) -> list[Path]:
     """Execute each notebook template with papermill under ``profile`` into ``out`` (one .ipynb each).
 
     ``timeout`` is the most seconds one cell may run (a cell past it fails its notebook). ``progress`` shows a
-    bar of the notebook's cells on stderr (None: when stderr is a terminal); either way each notebook's start
-    and end are printed with its time.
+    bar of the notebook's cells on stderr (None: when stderr is a terminal; never with ``jobs`` > 1); either way
+    each notebook's start and end are printed with its time.
 
     A notebook whose executed copy in ``out`` was made from the same template, parameters and library
     source is left as it is (``force=True`` re-executes it); trained models are cached separately.
     ``overrides`` ({notebook: {parameter: value}}) change single parameters on top of the profile, e.g. to
     run the dataset-size chapter on the CIFAR-10 sweep of the ``paper`` profile.
 
+    ``jobs`` notebooks run at a time, each kernel with its share of the CPU cores (the chapters are independent:
+    they read trained runs from the cache and write only their own page), the longest first by the seconds their
+    previous executed copy recorded. ``timings``: a time record (:mod:`gaussdiff_lib.chapters.timings`) that gets
+    one row per notebook (its seconds, and whether it was executed now or was up to date) and the phase's
+    wall-clock seconds.
+
     Names in ``only`` (with or without ``.ipynb``), notebooks named by the profile or the overrides, and every
     parameter set for a notebook are checked before anything runs; a mistake is a ``ValueError`` listing the
-    valid names. A failing notebook stops the rest, unless ``keep_going``: then the others run and a
-    ``RuntimeError`` at the end names the failed ones. Executed notebooks are written under a temporary name and
-    moved into place only when complete, so an interrupted run leaves the previous good copy as it was.
+    valid names. A failing notebook stops the rest (notebooks already running finish first), unless
+    ``keep_going``: then the others run and a ``RuntimeError`` at the end names the failed ones. Executed notebooks
+    are written under a temporary name and moved into place only when complete, so an interrupted run leaves the
+    previous good copy as it was.
     """
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
         raise ValueError(f"timeout is the most seconds one cell may run, a positive integer; got {timeout!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs is the number of notebooks executed at a time, a positive integer; got {jobs!r}")
     out = Path(out)
     prof = load(profile)
     stems = {p.stem for p in notebooks()}
@@ -97,34 +106,99 @@ def execute(profile: str, out: str | Path, only: list[str] | None = None, timeou
         _check_parameters(nb.stem, prof.get(nb.stem, {}), f"profiles/{profile}.yml")
         _check_parameters(nb.stem, overrides.get(nb.stem, {}), "--set")
     out.mkdir(parents=True, exist_ok=True)
+    jobs = min(jobs, max(1, len(chosen)))
+    work = [(nb, out / nb.name, {**prof.get(nb.stem, {}), **overrides.get(nb.stem, {}), "profile": profile},
+             timeout, force, prof.get(EXPERIMENTS), progress if jobs == 1 else False) for nb in chosen]
+    if jobs > 1:  # the longest first, so the last ones end together
+        work.sort(key=lambda w: _recorded_seconds(w[1]), reverse=True)
     # progress bars would be frozen into the pages as widgets; the executor prints its own progress
     previous = os.environ.get("GAUSSDIFF_PROGRESS")
     os.environ["GAUSSDIFF_PROGRESS"] = "0"
-    done, failed = [], []
+    t0, rows, failed = time.time(), [], []
     try:
-        for nb in chosen:
-            params = {**prof.get(nb.stem, {}), **overrides.get(nb.stem, {}), "profile": profile}
-            try:
-                done.append(_execute_one(nb, out / nb.name, params, timeout, force, prof.get(EXPERIMENTS), progress))
-            except Exception as exc:
-                if not keep_going:
-                    raise
-                first = str(exc).splitlines()[0] if str(exc) else ""
-                print(f"[{profile}] {nb.name} FAILED: {type(exc).__name__}: {first}", flush=True)
-                failed.append(nb.stem)
+        _run_all(work, jobs, keep_going, profile, rows, failed)
     finally:
         if previous is None:
             os.environ.pop("GAUSSDIFF_PROGRESS", None)
         else:
             os.environ["GAUSSDIFF_PROGRESS"] = previous
+        if timings is not None:
+            from . import timings as _timings
+
+            if rows:   # those that ended, also when one failed
+                _timings.set_items(timings, "notebooks", rows)
+            _timings.phase(timings, "execution", time.time() - t0, jobs=jobs, notebooks=len(rows),
+                           executed=sum(r["executed"] for r in rows))
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(chosen)} notebooks failed: {failed}; their partial outputs are "
                            f"in {out} as .<name>.partial.ipynb")
-    return done
+    order = {nb.stem: i for i, nb in enumerate(chosen)}
+    return [out / f"{r['name']}.ipynb" for r in sorted(rows, key=lambda r: order[r["name"]])]
+
+
+def _recorded_seconds(target: Path) -> float:
+    """The seconds a notebook's previous executed copy took (0 when there is none)."""
+    import json
+
+    try:
+        return float(json.loads(target.read_text()).get("metadata", {}).get("gaussdiff", {}).get("seconds") or 0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
+
+
+def _job(args) -> dict:
+    """One notebook in a worker process (:func:`execute` with ``jobs`` > 1): the kernel it starts inherits this
+    process's share of the cores through ``OMP_NUM_THREADS``."""
+    *work, threads = args
+    os.environ["GAUSSDIFF_PROGRESS"] = "0"
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    return _execute_one(*work)
+
+
+def _run_all(work: list, jobs: int, keep_going: bool, profile: str, rows: list, failed: list) -> None:
+    """Execute ``work`` (argument tuples of :func:`_execute_one`), ``jobs`` at a time, appending each finished
+    notebook's row to ``rows`` and each failed one's name to ``failed`` (with ``keep_going``; else the first
+    failure is raised once the notebooks already running have ended)."""
+
+    def failure(nb: Path, exc: BaseException):
+        if not keep_going:
+            raise exc
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"[{profile}] {nb.name} FAILED: {type(exc).__name__}: {first}", flush=True)
+        failed.append(nb.stem)
+
+    if jobs == 1:
+        for w in work:
+            try:
+                rows.append(_execute_one(*w))
+            except Exception as exc:
+                failure(w[0], exc)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_job, (*w, threads)): w[0] for w in work}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for f in done:
+                exc = f.exception()
+                if exc is None:
+                    rows.append(f.result())
+                    continue
+                if not keep_going:
+                    for p in pending:
+                        p.cancel()
+                    wait(pending)
+                failure(futures[f], exc)
 
 
 def _execute_one(nb: Path, target: Path, params: dict, timeout: int, force: bool, experiments=None,
-                 progress: bool | None = None) -> Path:
+                 progress: bool | None = None) -> dict:
+    """Execute one notebook unless its executed copy is up to date; its row of the time record (``name``,
+    ``seconds`` as recorded in the executed copy, ``executed`` now or not)."""
     import logging
     import sys
 
@@ -147,7 +221,7 @@ def _execute_one(nb: Path, target: Path, params: dict, timeout: int, force: bool
             done = None
         if done == key:
             print(f"[{params['profile']}] {nb.name} is up to date", flush=True)
-            return target
+            return {"name": nb.stem, "seconds": _recorded_seconds(target), "executed": False}
     t0 = time.time()
     print(f"[{params['profile']}] {nb.name} ...", flush=True)
     partial = target.with_name(f".{target.stem}.partial.ipynb")  # hidden from *.ipynb globs and the book
@@ -163,5 +237,6 @@ def _execute_one(nb: Path, target: Path, params: dict, timeout: int, force: bool
                                  "seconds": round(time.time() - t0, 1)}
     nbformat.write(doc, partial)
     os.replace(partial, target)  # only a complete notebook replaces the previous one
-    print(f"[{params['profile']}] {nb.name} done in {time.time() - t0:.0f} s", flush=True)
-    return target
+    seconds = doc.metadata["gaussdiff"]["seconds"]
+    print(f"[{params['profile']}] {nb.name} done in {seconds:.0f} s", flush=True)
+    return {"name": nb.stem, "seconds": seconds, "executed": True}

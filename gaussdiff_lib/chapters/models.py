@@ -127,11 +127,12 @@ def certificate(r: Run | str, profile: str | None = None, device=None, progress:
     the criterion's snapshots, with the training loss and the memorized fraction of 64 samples from selection
     latents (the memorizing criterion), and returns {"run", "n", "steps", "epochs", "points" (one dict per measured
     step), "changes" (largest change of each measure over the window), "converged", "regime" ("generalizing",
-    "memorizing" or None), "window", "tolerance"}.
+    "memorizing" or None), "window", "tolerance", "seconds" (what measuring took)}.
     The result is stored beside the run's weights, so it is computed once. Runs that load published weights
     return ``converged = None`` (trained elsewhere; not assessed here).
     """
     import json
+    import time
 
     from .. import cache as _cache
     from ..convergence import assess, measure
@@ -158,30 +159,41 @@ def certificate(r: Run | str, profile: str | None = None, device=None, progress:
     from ..claims import selection_latents
 
     z = selection_latents(min(64, crit.images), tuple(X.shape[1:]), seed=crit.seed, device=device)
-    points = []
+    points, t0 = [], time.time()
     with torch.no_grad():
         for step in r.measured_steps:
             D = final if step == r.steps else model(r, snapshot=step, device=device, X=X)
             points.append({"step": step, "epoch": r.epoch(step),
                            **measure(D, G, held, fixed_sigma=r.fixed_sigma, seed=crit.seed, train=X, latents=z)})
-    result = {"points": points, **assess(points, crit, r.steps)}
+    result = {"points": points, **assess(points, crit, r.steps), "seconds": round(time.time() - t0, 3)}
     _cache.write_text_atomic(path, json.dumps(result, indent=1))
     return {**base, **result}
 
 
-def train_job(job: tuple) -> tuple[str, float, object]:
-    """Train (or load) one run and certify it: ``job = (profile, name, device, threads)``; returns (name,
-    seconds, converged). The unit of work of ``python -m gaussdiff_lib train --jobs k`` (a module-level
-    function, so worker processes can import it)."""
+def train_job(job: tuple) -> dict:
+    """Train (or load) one run and certify it: ``job = (profile, name, device, threads)``. The unit of work of
+    ``python -m gaussdiff_lib train --jobs k`` (a module-level function, so worker processes can import it).
+
+    Returns the run's row of the build's time record (:mod:`gaussdiff_lib.chapters.timings`): ``name``,
+    ``seconds`` (this call, wall-clock), ``converged``, ``trained`` (its weights were written by this call, not
+    loaded from the cache), ``training_seconds`` (the training time its log recorded, whenever it was trained),
+    ``certificate_seconds`` (the time its certificate took when measured) and ``steps``."""
     import time
+
+    from .timings import run_seconds
 
     profile, name, device, threads = job
     if threads:
         torch.set_num_threads(threads)
     t0 = time.time()
-    model(name, profile, device=device, progress=False)
+    den = model(name, profile, device=device, progress=False)
     cert = certificate(name, profile, device=device, progress=False)
-    return name, time.time() - t0, cert["converged"]
+    run_dir = getattr(den, "run_dir", None)
+    final = run_dir / "final.pt" if run_dir is not None else None
+    trained = bool(final is not None and final.exists() and final.stat().st_mtime >= t0)
+    return {"name": name, "seconds": round(time.time() - t0, 1), "converged": cert["converged"], "trained": trained,
+            "training_seconds": run_seconds(run_dir) if run_dir is not None else None,
+            "certificate_seconds": cert.get("seconds"), "steps": cert.get("steps")}
 
 
 def certificates(names, profile: str, device=None, progress: bool | None = None) -> list[dict]:
