@@ -230,7 +230,8 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = DEFAULT
     batch and must be divisible by the number of processes (see the module docstring).
 
     Returns:
-        EDMDenoiser around the EMA network in eval mode, with ``.run_dir`` and ``.stats`` (the loss log).
+        EDMDenoiser around the EMA network in eval mode, with ``.run_dir``, ``.stats`` (the loss log) and
+        ``.trained`` (whether this call ran training steps; False when the cache served the final weights).
     """
     X = as_training_set(X)
     image_shape_matches(X, (net.in_channels, net.resolution, net.resolution), "the network")
@@ -407,7 +408,9 @@ def _train_loop(net, X, run_dir, key, options, device, progress, checkpoint_ever
                 _rebuild_snapshots(copy.deepcopy(net), X, run_dir, key, options, device, missing, log_every)
             ema_net.load_state_dict(state["ema"])
             net.load_state_dict(state["net"])
-            return _wrap(ema_net, sigma_data, run_dir, precond)
+            den = _wrap(ema_net, sigma_data, run_dir, precond)
+            den.trained = False  # served by the cache: this call ran no step
+            return den
         if kind == "checkpoint":
             net.load_state_dict(state["net"])
             ema_net.load_state_dict(state["ema"])
@@ -505,7 +508,7 @@ def _train_loop(net, X, run_dir, key, options, device, progress, checkpoint_ever
                                 "opt": opt.state_dict()}, run_dir / f"checkpoint-{stop:08d}.pt", key=key)
         _barrier(world)
         den = _wrap(ema_net, sigma_data, None, precond)
-        den.run_dir, den.stats = run_dir, stats
+        den.run_dir, den.stats, den.trained = run_dir, stats, start < stop
         return den
     if writer:
         _cache.save_atomic({"step": steps, "net": net.state_dict(), "ema": ema_net.state_dict()},
@@ -514,7 +517,7 @@ def _train_loop(net, X, run_dir, key, options, device, progress, checkpoint_ever
             old.unlink()
     _barrier(world)  # the other ranks return once the final weights are on disk
     den = _wrap(ema_net, sigma_data, None, precond)
-    den.run_dir, den.stats = run_dir, stats
+    den.run_dir, den.stats, den.trained = run_dir, stats, True
     return den
 
 

@@ -271,7 +271,9 @@ def test_train_command_runs_two_processes_and_certifies(project, monkeypatch, tm
     assert jobs_for("3", None) == 3 and jobs_for("auto", "cpu") == min(2, os.cpu_count() or 1)
     assert jobs_for("auto", "cuda:0") == 1
 
-    # the real command line (python -m): worker processes must be able to import the job they run
+    # the real command line (python -m): worker processes must be able to import the job they run; a cache of its
+    # own, so that no earlier test has trained these runs already
+    monkeypatch.setenv("GAUSSDIFF_CACHE", str(tmp_path / "cache"))
     record = tmp_path / "timings.json"
     command = [sys.executable, "-m", "gaussdiff_lib", "train", "--profile", "tiny", "--runs", "n32", "n64", "lin",
                "--jobs", "2", "--timings", str(record)]

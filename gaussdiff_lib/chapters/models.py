@@ -189,8 +189,7 @@ def train_job(job: tuple) -> dict:
     den = model(name, profile, device=device, progress=False)
     cert = certificate(name, profile, device=device, progress=False)
     run_dir = getattr(den, "run_dir", None)
-    final = run_dir / "final.pt" if run_dir is not None else None
-    trained = bool(final is not None and final.exists() and final.stat().st_mtime >= t0)
+    trained = bool(getattr(den, "trained", False))  # set by training: False when the cache served the weights
     return {"name": name, "seconds": round(time.time() - t0, 1), "converged": cert["converged"], "trained": trained,
             "training_seconds": run_seconds(run_dir) if run_dir is not None else None,
             "certificate_seconds": cert.get("seconds"), "steps": cert.get("steps")}
