@@ -350,7 +350,15 @@ def load_edm(path_or_url: str | os.PathLike, device=None, key: str = "ema",
         if not isinstance(blob, dict) or blob.get("format") != EXPORT_FORMAT:
             raise ValueError(f"{path} was not written by gd.checkpoints.export_state_dict "
                              f"(no format {EXPORT_FORMAT!r})")
-        net = SongUNet(**blob["model_kwargs"])
+        missing = [k for k in ("model_kwargs", "state_dict", "precond") if not isinstance(blob.get(k), dict)]
+        if missing:
+            raise ValueError(f"{path} is an export without {', '.join(missing)} (a file edited or written by "
+                             "hand); export the network again with gd.checkpoints.export_state_dict")
+        try:
+            net = SongUNet(**blob["model_kwargs"])
+        except TypeError as exc:
+            raise ValueError(f"{path}: its model_kwargs do not build EDM's SongUNet ({exc}); export the network "
+                             "again with gd.checkpoints.export_state_dict") from None
         _copy_into(net, blob["state_dict"], str(path))
         info = {"precond": blob["precond"], "model_kwargs": blob["model_kwargs"]}
     else:

@@ -552,6 +552,11 @@ def count_images(path: str | os.PathLike, split: str = "train") -> int:
         src.close()
 
 
+def _shape_text(shape) -> str:
+    c, h, w = (int(v) for v in shape)
+    return f"{c} x {h} x {w}"
+
+
 def load_path(path: str | os.PathLike, resolution: int | None = None, n: int | None = None, seed: int = 0,
               split: str = "train", offset: int = 0, value_range: tuple[float, float] | None = None
               ) -> torch.Tensor:
@@ -580,17 +585,22 @@ def load_path(path: str | os.PathLike, resolution: int | None = None, n: int | N
             to_images(np.stack([src.array.min(axis=0), src.array.max(axis=0)]))
             value_range = (-1.0, 1.0)
         idx = subset(len(src), n, seed, offset).tolist()
-        out, shape = None, None
+        out, native = None, None
         bar = tqdm(total=len(idx), desc=path.name, unit="img", leave=False,
                    disable=not show_progress(None) or isinstance(src, _Array) or len(idx) < 2 * READ_CHUNK)
         for start in range(0, len(idx), READ_CHUNK):
-            part = _resize(to_images(src.read(idx[start:start + READ_CHUNK]), value_range=value_range), resolution)
+            part = to_images(src.read(idx[start:start + READ_CHUNK]), value_range=value_range)
+            # every chunk's native size is checked before resizing, which would hide a mix (the wrong folder)
+            if native is None:
+                native = tuple(part.shape[1:])
+            elif tuple(part.shape[1:]) != native:
+                first = idx[start]
+                raise ValueError(f"{path} mixes image sizes: {_shape_text(native)} and {_shape_text(part.shape[1:])} "
+                                 f"(from image {first} on); all images must share one size and channel count, even "
+                                 "with a resolution to resize to. Check that this is the right folder")
+            part = _resize(part, resolution)
             if out is None:
-                shape = tuple(part.shape[1:])
-                out = torch.empty((len(idx), *shape), dtype=torch.float32)
-            elif tuple(part.shape[1:]) != shape:
-                raise ValueError(f"{path} mixes image sizes {sorted({shape, tuple(part.shape[1:])})}; all images "
-                                 "must share one size and channel count")
+                out = torch.empty((len(idx), *part.shape[1:]), dtype=torch.float32)
             out[start:start + part.shape[0]] = part
             bar.update(part.shape[0])
         bar.close()

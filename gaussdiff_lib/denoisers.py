@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from . import cache as _cache
-from ._checks import as_images, as_sigma, as_training_set, image_shape_matches, positive_int
+from ._checks import as_device, as_images, as_sigma, as_training_set, image_shape_matches, positive_float, positive_int
 
 __all__ = ["preconditioning", "PRECONDS", "check_precond", "vp_sigma", "vp_sigma_inv", "edm_scalings",
            "GaussianDenoiser", "EmpiricalDenoiser", "EDMDenoiser", "NetworkDenoiser"]
@@ -130,7 +130,7 @@ class GaussianDenoiser(nn.Module):
         """Empirical mean and 1/N covariance eigendecomposition of X in float64 (streamed over chunks)."""
         X = as_training_set(X)
         n, d = X.shape[0], math.prod(X.shape[1:])
-        device = torch.device(device) if device is not None else X.device
+        device = as_device(device) if device is not None else X.device
         total = torch.zeros(d, dtype=torch.float64, device=device)
         for s in range(0, n, chunk_size):
             total += X[s:s + chunk_size].reshape(-1, d).to(device, torch.float64).sum(0)
@@ -156,6 +156,7 @@ class GaussianDenoiser(nn.Module):
         keyed by a hash of X, so refitting the same data costs one hash.
         """
         X = as_training_set(X)
+        device = as_device(device) if device is not None else None  # a CUDA request without CUDA, said up front
         d = math.prod(X.shape[1:])
         if rank is not None:
             rank = positive_int(rank, "rank")
@@ -173,7 +174,7 @@ class GaussianDenoiser(nn.Module):
         lam = stats["eigenvalues"]
         tol = float(lam[0]) * max(X.shape[0], d) * torch.finfo(torch.float64).eps
         r = int((lam > tol).sum()) if rank is None else rank
-        dev = torch.device(device) if device is not None else X.device
+        dev = as_device(device) if device is not None else X.device
         return cls(stats["mean"].to(dev), stats["eigenvalues"][:r].to(dev), stats["eigenvectors"][:, :r].to(dev),
                    tuple(stats["shape"]))
 
@@ -262,7 +263,7 @@ class EDMDenoiser(nn.Module):
     def __init__(self, net: nn.Module, sigma_data: float = 0.5, precond: str = "edm"):
         super().__init__()
         self.net = net
-        self.sigma_data = float(sigma_data)
+        self.sigma_data = positive_float(sigma_data, "sigma_data", "0.5")
         self.precond = check_precond(precond)
         self.shape = (int(net.in_channels), int(net.resolution), int(net.resolution))
 

@@ -33,7 +33,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import cache as _cache
-from ._checks import as_device, as_levels, as_training_set, image_shape_matches, positive_int, show_progress
+from ._checks import (as_device, as_levels, as_training_set, image_shape_matches, positive_float, positive_int,
+                      show_progress)
 from .denoisers import (VE_SIGMA_MAX, VE_SIGMA_MIN, VP_EPSILON_T, EDMDenoiser, check_precond,
                          vp_sigma)
 from .networks import UNet, build
@@ -99,11 +100,21 @@ def loss_weight(precond: str, sigma: torch.Tensor, sigma_data: float = 0.5) -> t
     return 1 / sigma ** 2
 
 
+#: What the training log's ``loss`` is, in EDM's terms (Karras et al. 2022, training/loss.py and its training loop):
+#: EDM's loss function returns lambda(sigma) (D(y + sigma n; sigma) - y)^2 per element, its loop logs the mean over
+#: every element of the batch (``Loss/loss`` in its stats.jsonl) and back-propagates the sum over the batch's
+#: elements divided by the batch size. gaussdiff optimises and logs the first of these: its logged losses compare
+#: with EDM's logged ones directly, and its gradient is EDM's divided by C * H * W (the same direction; Adam's update
+#: is invariant to that scale up to its epsilon).
+LOSS_CONVENTION = ("mean over batch x C x H x W of lambda(sigma) (D(y + sigma n; sigma) - y)^2, as EDM logs "
+                   "Loss/loss (EDM back-propagates the sum over C x H x W divided by the batch: C*H*W times this)")
+
+
 def edm_loss(D: EDMDenoiser, y: torch.Tensor, generator: torch.Generator, P_mean: float = -1.2,
              P_std: float = 1.2, fixed_sigma: float | None = None, shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """The denoising loss of D's preconditioning (``D.precond``; paper section 1, Karras et al. 2022, Table 1):
-    mean of lambda(sigma) ||D(y + sigma n; sigma) - y||^2 with sigma drawn by :func:`training_sigma` and lambda from
-    :func:`loss_weight`. For "edm": ln sigma ~ N(P_mean, P_std^2), lambda = (sigma^2 + sigma_data^2) /
+    lambda(sigma) (D(y + sigma n; sigma) - y)^2 averaged over the batch and every pixel (:data:`LOSS_CONVENTION`),
+    with sigma drawn by :func:`training_sigma` and lambda from :func:`loss_weight`. For "edm": ln sigma ~ N(P_mean, P_std^2), lambda = (sigma^2 + sigma_data^2) /
     (sigma sigma_data)^2; for the "ve" and "vp" baselines their own sigma distributions and lambda = 1/sigma^2.
 
     With ``fixed_sigma`` every example is noised at that level: the loss of a denoising autoencoder
@@ -230,14 +241,17 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = DEFAULT
     batch and must be divisible by the number of processes (see the module docstring).
 
     Returns:
-        EDMDenoiser around the EMA network in eval mode, with ``.run_dir``, ``.stats`` (the loss log) and
+        EDMDenoiser around the EMA network in eval mode, with ``.run_dir``, ``.stats`` (the loss log: ``loss`` is
+        the mean over each logging interval of :data:`LOSS_CONVENTION`, EDM's logged Loss/loss) and
         ``.trained`` (whether this call ran training steps; False when the cache served the final weights).
     """
     X = as_training_set(X)
     image_shape_matches(X, (net.in_channels, net.resolution, net.resolution), "the network")
     steps, batch_size = positive_int(steps, "steps"), positive_int(batch_size, "batch_size")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be finite and > 0, got {lr}")
+    lr = positive_float(lr, "lr", "2e-4")
+    sigma_data = positive_float(sigma_data, "sigma_data", "0.5, EDM's standard deviation of images in [-1, 1]")
+    log_every = positive_int(log_every, "log_every")
+    checkpoint_every = positive_int(checkpoint_every, "checkpoint_every")
     ema, ema_rampup = check_ema(ema, ema_rampup, batch_size)
     warmup_steps = min(500, max(1, steps // 10)) if warmup_steps is None else max(1, int(warmup_steps))
     snapshot_steps = sorted({int(s) for s in snapshot_steps})
@@ -550,11 +564,15 @@ def _read_stats(run_dir: Path, upto: int, rewrite: bool = True) -> list[dict]:
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), 1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by an interruption
             continue
+        if not isinstance(row, dict) or not isinstance(row.get("step", 0), (int, float)):
+            raise ValueError(f"{path}, line {number}: a training-log entry must be a JSON object with a numeric "
+                             f"'step', got {line[:60]!r}; the log was edited or replaced: delete {path.parent} to "
+                             "train the run again")
         if row.get("step", 0) <= upto:
             rows.append(row)
     # rewrite without entries past the checkpoint, so a resumed run logs each step once

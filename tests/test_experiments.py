@@ -216,6 +216,107 @@ def test_certificate_measures_the_criterion_snapshots_once(project, monkeypatch)
     assert len(lin["points"]) == 2
 
 
+def test_certificates_are_bound_to_their_run(project):
+    """Issue 28, item 1: a certificate copied from another run's folder, or written by hand, used to be trusted.
+    Now each is bound to its run (key, options, the measured files' hashes, the library version) and the verdict
+    is recomputed from the stored measurements."""
+    import json
+
+    from gaussdiff_lib import convergence
+
+    a, b = gd.experiments.certificate("n32", "tiny"), gd.experiments.certificate("n64", "tiny")
+    assert a["binding"]["run"] == "n32" and set(a["binding"]["files"]) == {"3", "6"}
+    assert a["binding"]["key"] != b["binding"]["key"] and a["binding"]["files"] != b["binding"]["files"]
+    run_a = gd.experiments.model("n32", "tiny").run_dir
+    run_b = gd.experiments.model("n64", "tiny").run_dir
+    (path_a,), (path_b,) = run_a.glob("convergence-*.json"), run_b.glob("convergence-*.json")
+    assert path_a.name == path_b.name      # the same specification: only the binding tells them apart
+
+    def measured_again(write):
+        calls = []
+        real = convergence.measure
+        convergence.measure = lambda *x, **k: calls.append(1) or real(*x, **k)
+        try:
+            write()
+            with pytest.warns(RuntimeWarning, match="measuring its snapshots again"):
+                cert = gd.experiments.certificate("n32", "tiny")
+        finally:
+            convergence.measure = real
+        assert len(calls) == 2 and cert["binding"] == a["binding"]
+        return cert
+
+    # another run's certificate copied in: its key and files differ, so it is measured again, not trusted
+    cert = measured_again(lambda: path_a.write_text(path_b.read_text()))
+    assert cert["points"] == a["points"] and cert["converged"] == a["converged"]
+    # a hand-written verdict, and one missing its evidence
+    measured_again(lambda: path_a.write_text(json.dumps({"converged": True})))
+    stored = json.loads(path_a.read_text())
+    measured_again(lambda: path_a.write_text(json.dumps({**stored, "points": stored["points"][:1]})))
+    measured_again(lambda: path_a.write_text("[1, 2]"))
+    # the verdict stored beside bound evidence is not read: it is recomputed from the measurements
+    stored = json.loads(path_a.read_text())
+    lie = {**stored, "converged": not stored["converged"], "regime": "memorizing", "changes": {}}
+    path_a.write_text(json.dumps(lie))
+    assert gd.experiments.certificate("n32", "tiny")["converged"] == a["converged"]
+    del stored["changes"]                   # a missing field no longer stops anything (it used to be a KeyError)
+    path_a.write_text(json.dumps(stored))
+    assert gd.experiments.certificate("n32", "tiny")["changes"] == a["changes"]
+    # weights that changed under the certificate (a snapshot replaced) unbind it
+    snap = run_a / "snapshot-00000003.pt"
+    blob = snap.read_bytes()
+    snap.write_bytes(blob + b"\0")
+    try:
+        binding = gd.chapters.models._certificate_binding(gd.experiments.run("n32", "tiny"), run_a, "x")
+        assert binding["files"]["3"] != a["binding"]["files"]["3"] and binding["files"]["6"] == a["binding"]["files"]["6"]
+    finally:
+        snap.write_bytes(blob)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("lr", "fast", r"run 'n32': lr must be a number > 0, got 'fast' \(e\.g\. lr: 0\.001\)"),
+    ("steps", -3, r"run 'n32': steps must be a positive integer, got -3 \(e\.g\. steps: 2000\)"),
+    ("dataset", 7, r"dataset must be a string, got 7"),
+    ("snapshots", [2, "x"], r"snapshots must be a list of positive integers"),
+    ("dropout", True, r"dropout must be a number >= 0, got True")])
+def test_profile_values_of_the_wrong_type_are_refused_before_anything_runs(project, monkeypatch, capsys, field,
+                                                                           value, match):
+    """Issue 28, item 2: ``lr: fast`` ended in a 34-line TypeError from inside training, ``steps: -3`` was not refused
+    up front. Now the run's fields are checked against their kinds when the profile is read, in one line naming the
+    key, the kind and an example, and `train` stops before training any run."""
+    from gaussdiff_lib.__main__ import main
+
+    project({**PROFILE["experiments"], "runs": {**PROFILE["experiments"]["runs"], "n32": {"n": 32, field: value}}})
+    with pytest.raises(ValueError, match=match):
+        gd.experiments.runs("tiny")
+    monkeypatch.setattr(gd.chapters.models, "model", lambda *a, **k: pytest.fail("trained despite a bad profile"))
+    assert main(["train", "--profile", "tiny", "--runs", "n64"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: profiles/tiny.yml, run 'n32'")
+
+
+def test_a_profile_that_is_not_valid_yaml_names_its_file_and_line(project):
+    path = Path(gd.profiles.root()) / "profiles" / "tiny.yml"
+    path.write_text("experiments:\n  defaults: {steps: 6\n  runs: {}\n")
+    with pytest.raises(ValueError, match=r"tiny\.yml, line \d+, column \d+: not valid YAML"):
+        gd.profiles.load("tiny")
+
+
+def test_set_values_of_the_wrong_kind_are_refused_in_one_line(tmp_path):
+    """Issue 27/28: ``--set x.n_samples=abc`` ended in a traceback from inside the notebook."""
+    from gaussdiff_lib.chapters.execute import execute, parse_overrides
+
+    for item, match in [("dataset_size.n_samples=abc", r"n_samples must be an integer, got a string \(e\.g\. "
+                                                        r"dataset_size\.n_samples=\d+\)"),
+                        ("dataset_size.n_show=true", "n_show must be an integer, got a boolean"),
+                        ("dataset_size.sweep=[1, 2]", "sweep must be a string, got a list")]:
+        with pytest.raises(ValueError, match=match):
+            execute("smoke", tmp_path, only=["dataset_size"], overrides=parse_overrides([item]))
+    assert not any(tmp_path.iterdir())                      # refused before anything ran or was written
+    from gaussdiff_lib.chapters.execute import _check_types
+    smoke = gd.profiles.parameters("emerging_linearity", "smoke")       # alphas2 is a string: '0.99,0.5'
+    assert _check_types("emerging_linearity", {"alphas2": 0.9}, smoke, "--set") == {"alphas2": "0.9"}
+
+
 def test_convergence_sentence_names_the_unconverged_runs():
     base = {"n": 8, "steps": 100, "epochs": 1.0, "points": [], "window": [75, 100], "tolerance": 0.05}
     ok = {**base, "run": "a", "changes": {"heldout_loss": 0.01, "rmse_gaussian": 0.02}, "converged": True}

@@ -568,3 +568,31 @@ def test_tf32_is_switched_on_only_while_training_and_restored():
     with training._tf32(True):
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_the_logged_loss_is_edms_logged_loss_and_its_gradient_edms_up_to_the_pixel_count():
+    """Issue 28, item 4: EDM's loss (EDMLoss) returns lambda(sigma) (D(y + sigma n; sigma) - y)^2 per element; its
+    training loop logs the mean over every element of the batch (training_stats' Loss/loss) and back-propagates the
+    sum divided by the batch. Written here from those definitions on a fixed batch: our logged loss equals the logged
+    one, and our gradient times C*H*W equals the back-propagated one (the same direction; Adam is invariant to the
+    scale up to its epsilon)."""
+    torch.manual_seed(0)
+    net = gd.networks.UNet(in_channels=1, channels=8, resolution=8, seed=0)
+    D = gd.denoisers.EDMDenoiser(net, sigma_data=0.5)
+    y = torch.rand(6, 1, 8, 8) * 2 - 1
+    ours = training.edm_loss(D, y, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)                   # the same draws, in the same order as edm_loss makes them
+    sigma = (torch.randn(6, generator=g, dtype=torch.float64) * 1.2 - 1.2).exp()
+    n = torch.randn(y.shape, generator=g, dtype=torch.float32)
+    s = sigma.float().view(-1, 1, 1, 1)
+    weight = (s ** 2 + 0.5 ** 2) / (s * 0.5) ** 2
+    per_element = weight * (D(y + s * n, sigma) - y) ** 2
+    logged = per_element.detach().flatten().double().mean()
+    assert training.LOSS_CONVENTION.startswith("mean over")
+    torch.testing.assert_close(ours.detach().double(), logged, rtol=1e-5, atol=0)
+    objective = per_element.sum() / y.shape[0]
+    grads_edm = torch.autograd.grad(objective, list(net.parameters()))
+    grads_ours = torch.autograd.grad(training.edm_loss(D, y, torch.Generator().manual_seed(3)), list(net.parameters()))
+    pixels = y[0].numel()
+    for a, b in zip(grads_ours, grads_edm):
+        torch.testing.assert_close(a * pixels, b, rtol=1e-4, atol=1e-6)

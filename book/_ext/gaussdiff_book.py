@@ -216,10 +216,24 @@ def _gathering_directive(render):
             self.env.gaussdiff_tables.add(self.env.docname)
             for path in sorted(folder.glob("*.ipynb")):
                 self.env.note_dependency(str(path))
+            import warnings
+
+            from sphinx.util import logging
+
+            from gaussdiff_lib.chapters.results import SkippedNotebook
+
             try:
-                return render(self, folder)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", SkippedNotebook)
+                    nodes_ = render(self, folder)
             except ValueError as err:
                 raise self.error(f"{self.name}: {err}") from None
+            for w in caught:  # a half-written file is noted, not a warning that fails a -W build
+                if issubclass(w.category, SkippedNotebook):
+                    logging.getLogger(__name__).info(f"{self.name}: {w.message}", location=self.env.docname)
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            return nodes_
 
     return Gathering
 

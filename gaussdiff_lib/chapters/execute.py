@@ -3,6 +3,7 @@
 template, parameters, named runs or the library's source changed."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -51,6 +52,48 @@ def _check_parameters(stem: str, params: dict, where: str) -> None:
     if unknown:
         raise ValueError(f"{where} sets parameters that {stem} does not have: {unknown}; its parameters are "
                          f"{sorted(known - {'profile'})}")
+
+
+def _kind(value) -> str | None:
+    """The kind of a parameter's value that a replacement must share (None: any)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "a boolean (true or false)"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a map"
+    return None
+
+
+def _check_types(stem: str, params: dict, profile_values: dict, where: str) -> dict:
+    """Each value set for a notebook must have the kind of the template's default (or, where that is None, of the
+    profile's value): ``n_samples=abc`` is refused here in one line, not 37 lines into the notebook. Integers pass
+    where a number is expected, and a number where a string is expected (``alphas2=0.9``) becomes that string.
+    Returns the values as the notebook takes them."""
+    template = defaults(stem)
+    params = dict(params)
+    for name, value in params.items():
+        reference = template.get(name)
+        reference = profile_values.get(name) if reference is None else reference
+        want = _kind(reference)
+        got = _kind(value)
+        if want is None or value is None or got == want or (want == "a number" and got == "an integer"):
+            continue
+        if want == "a string" and got in ("an integer", "a number"):
+            params[name] = str(value)
+            continue
+        shown = json.dumps(reference) if not isinstance(reference, str) else reference
+        raise ValueError(f"{where} {stem}.{name}={value!r}: {name} must be {want}, got {got or type(value).__name__} "
+                         f"(e.g. {stem}.{name}={shown})")
+    return params
 
 
 def execute(profile: str, out: str | Path, only: list[str] | None = None, timeout: int = 3600,
@@ -105,6 +148,8 @@ def execute(profile: str, out: str | Path, only: list[str] | None = None, timeou
     for nb in chosen:
         _check_parameters(nb.stem, prof.get(nb.stem, {}), f"profiles/{profile}.yml")
         _check_parameters(nb.stem, overrides.get(nb.stem, {}), "--set")
+        if nb.stem in overrides:
+            overrides[nb.stem] = _check_types(nb.stem, overrides[nb.stem], prof.get(nb.stem, {}), "--set")
     out.mkdir(parents=True, exist_ok=True)
     jobs = min(jobs, max(1, len(chosen)))
     work = [(nb, out / nb.name, {**prof.get(nb.stem, {}), **overrides.get(nb.stem, {}), "profile": profile},

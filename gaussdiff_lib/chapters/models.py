@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from tqdm.auto import tqdm
 
@@ -127,8 +129,12 @@ def certificate(r: Run | str, profile: str | None = None, device=None, progress:
     the criterion's snapshots, with the training loss and the memorized fraction of 64 samples from selection
     latents (the memorizing criterion), and returns {"run", "n", "steps", "epochs", "points" (one dict per measured
     step), "changes" (largest change of each measure over the window), "converged", "regime" ("generalizing",
-    "memorizing" or None), "window", "tolerance", "seconds" (what measuring took)}.
-    The result is stored beside the run's weights, so it is computed once. Runs that load published weights
+    "memorizing" or None), "window", "tolerance", "seconds" (what measuring took), "binding"}.
+    The measurements are stored beside the run's weights, so they are taken once. The stored file is bound to its
+    run (``binding``: the run's name and key, the hash of its options, the SHA-256 of each weights file measured,
+    the library version, the measurement's specification): one copied from another run, written by hand, cut short
+    or lacking a measurement is measured again with a warning, and the verdict is always recomputed from the
+    stored measurements, never read from the file. Runs that load published weights
     return ``converged = None`` (trained elsewhere; not assessed here).
     """
     import json
@@ -149,11 +155,15 @@ def certificate(r: Run | str, profile: str | None = None, device=None, progress:
                  "measures": "heldout_loss, rmse_gaussian, train_loss (of its drop), copies"}
     key = _cache.digest(held_spec, [s for s in r.measured_steps])
     path = final.run_dir / f"convergence-{key[:16]}.json"
+    binding = _certificate_binding(r, final.run_dir, key)
     if path.exists():
-        try:
-            return {**base, **json.loads(path.read_text())}
-        except ValueError:
-            path.unlink()  # a file cut short: measure again
+        stored, why = _read_certificate(path, binding, r)
+        if stored is not None:  # bound to this run and its files: the verdict is recomputed from its evidence
+            return {**base, "points": stored["points"], **assess(stored["points"], crit, r.steps),
+                    "seconds": stored.get("seconds"), "binding": binding}
+        warnings.warn(f"{path.name} of run {r.name!r} is not used ({why}); measuring its snapshots again",
+                      RuntimeWarning, stacklevel=2)
+        path.unlink()
     held = heldout_set(r.profile, crit.images, seed=crit.seed, resolution=r.resolution, dataset=r.dataset)
     G = gaussian(r, X=X, device=device)
     from ..claims import selection_latents
@@ -165,9 +175,54 @@ def certificate(r: Run | str, profile: str | None = None, device=None, progress:
             D = final if step == r.steps else model(r, snapshot=step, device=device, X=X)
             points.append({"step": step, "epoch": r.epoch(step),
                            **measure(D, G, held, fixed_sigma=r.fixed_sigma, seed=crit.seed, train=X, latents=z)})
-    result = {"points": points, **assess(points, crit, r.steps), "seconds": round(time.time() - t0, 3)}
+    result = {"points": points, **assess(points, crit, r.steps), "seconds": round(time.time() - t0, 3),
+              "binding": binding}
     _cache.write_text_atomic(path, json.dumps(result, indent=1))
     return {**base, **result}
+
+
+def _certificate_binding(r: Run, run_dir, spec: str) -> dict:
+    """What a certificate is bound to: the run's name and key (its options, data and initial weights), the hash
+    of its ``options.json``, the SHA-256 of each weights file it measured, the library version and the hash of
+    the measurement's specification. A certificate whose binding differs was computed for something else."""
+    import json
+
+    from .. import cache as _cache
+    from .._version import __version__
+    from ..data import file_hash
+
+    options = json.loads((run_dir / "options.json").read_text())
+    files = {str(step): file_hash(run_dir / ("final.pt" if step == r.steps else f"snapshot-{step:08d}.pt"))
+             for step in r.measured_steps}
+    return {"run": r.name, "key": options.get("key"), "options": _cache.digest(options, version=False),
+            "files": files, "library": __version__, "spec": spec}
+
+
+def _read_certificate(path, binding: dict, r: Run) -> tuple[dict | None, str]:
+    """A stored certificate if it is bound to this run and holds its evidence (a point with every measure at each
+    measured step), else ``(None, why not)``. Its verdict is never read: the caller recomputes it from the points."""
+    import json
+
+    from ..convergence import MEASURES
+
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None, "unreadable or cut short"
+    if not isinstance(stored, dict):
+        return None, "not a JSON object"
+    if stored.get("binding") != binding:
+        old = stored.get("binding")
+        if not isinstance(old, dict):
+            return None, "it is bound to no run (written by hand or by an older version)"
+        diff = sorted(k for k in binding if old.get(k) != binding[k])
+        return None, f"it was computed for another run or other files ({', '.join(diff)} differ)"
+    points = stored.get("points")
+    steps = {p.get("step") for p in points if isinstance(p, dict)} if isinstance(points, list) else set()
+    if not isinstance(points, list) or set(r.measured_steps) - steps or not all(
+            isinstance(p, dict) and all(isinstance(p.get(m), (int, float)) for m in MEASURES) for p in points):
+        return None, f"it lacks the measurements at steps {list(r.measured_steps)} it must be computed from"
+    return stored, ""
 
 
 def train_job(job: tuple) -> dict:

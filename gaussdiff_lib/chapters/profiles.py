@@ -58,7 +58,12 @@ def load(profile: str) -> dict:
     path = root() / "profiles" / f"{profile}.yml"
     if not path.exists():
         raise ValueError(f"unknown profile {profile!r}; choose one of {names()}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+        raise ValueError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ValueError(f"{path} must map notebook names to parameter maps")
     return data

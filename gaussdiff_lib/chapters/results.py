@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-__all__ = ["Quoted", "quote", "record", "payload", "markdown", "validate", "read", "gather", "gather_checks",
-           "claims_summary", "MIME", "SCHEMA", "REPRODUCED", "COLUMNS"]
+__all__ = ["Quoted", "quote", "record", "payload", "markdown", "validate", "read", "executed", "gather",
+           "gather_checks", "claims_summary", "SkippedNotebook", "MIME", "SCHEMA", "REPRODUCED", "COLUMNS"]
 
 MIME = "application/vnd.gaussdiff.results+json"   #: the display output a chapter's record travels in
 SCHEMA = 2                                         #: version of the record's layout; bump it when fields change
@@ -329,8 +329,10 @@ def read(path) -> dict | None:
     path = Path(path)
     try:
         nb = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not a readable notebook ({err})") from None
+    if not isinstance(nb, dict):
+        raise ValueError(f"{path}: a notebook must be a JSON object, got {type(nb).__name__}")
     found = [out["data"][MIME] for cell in nb.get("cells", []) if cell.get("cell_type") == "code"
              for out in cell.get("outputs", []) if MIME in out.get("data", {})]
     if not found:
@@ -351,14 +353,39 @@ def read(path) -> dict | None:
     return {**data, "title": _title(nb.get("cells", [])), "profile": profile}
 
 
-def gather(folder) -> list[dict]:
-    """Every quoted row of the executed notebooks (``*.ipynb``) in ``folder``, chapter by chapter (sorted by
-    file name): dicts with chapter, title, quantity, ours, interval, paper, reproduced, claim and unit."""
+class SkippedNotebook(UserWarning):
+    """A file of an executed-notebooks folder that :func:`gather` left out: a hidden or editor's file
+    (``.name.ipynb``, ``~name.ipynb``) or one that is not (yet) a whole notebook, e.g. half written."""
+
+
+def executed(folder) -> list[Path]:
+    """The executed notebooks of ``folder`` that :func:`gather` reads, sorted by file name. Hidden and editor's
+    files (names starting with '.' or '~') are never chapters and are left out; a file that does not parse as
+    JSON (half written, cut short) is left out with a :class:`SkippedNotebook` warning naming it."""
+    import warnings
+
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder of executed notebooks")
-    rows = []
+    out = []
     for path in sorted(folder.glob("*.ipynb")):
+        if path.name.startswith((".", "~")):
+            continue
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            warnings.warn(f"{path.name} skipped: not a whole notebook ({err}); execute it again or remove it",
+                          SkippedNotebook, stacklevel=3)
+            continue
+        out.append(path)
+    return out
+
+
+def gather(folder) -> list[dict]:
+    """Every quoted row of the executed notebooks (:func:`executed`) in ``folder``, chapter by chapter (sorted by
+    file name): dicts with chapter, title, quantity, ours, interval, paper, reproduced, claim and unit."""
+    rows = []
+    for path in executed(folder):
         data = read(path)
         if data is None:
             continue
@@ -368,13 +395,11 @@ def gather(folder) -> list[dict]:
 
 
 def gather_checks(folder) -> list[dict]:
-    """Every check of the executed notebooks in ``folder``, chapter by chapter: the check's JSON data (claim,
-    number, kind, passed, evidence, controls, informative, status, why_uninformative) with chapter and title."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"{folder} is not a folder of executed notebooks")
+    """Every check of the executed notebooks (:func:`executed`) in ``folder``, chapter by chapter: the check's JSON
+    data (claim, number, kind, passed, evidence, controls, informative, status, why_uninformative) with chapter and
+    title."""
     out = []
-    for path in sorted(folder.glob("*.ipynb")):
+    for path in executed(folder):
         data = read(path)
         if data is not None:
             out += [{"chapter": data["chapter"], "title": data["title"], **c} for c in data["checks"]]

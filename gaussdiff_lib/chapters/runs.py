@@ -143,6 +143,41 @@ def criterion(profile: str) -> Criterion:
     return criterion_from(section(profile).get("convergence"), f"profiles/{profile}.yml")
 
 
+# each field's kind and an example value, for the one-line error a wrong type gets (before anything runs)
+_KINDS = {"n": ("int", 4096), "dataset": ("str", "fashion-mnist"), "resolution": ("int?", 16), "offset": ("int0", 0),
+          "subset_seed": ("int0", 0), "arch": ("str", "unet"), "channels": ("int", 16),
+          "channel_mult": ("mult", "1,2"), "num_blocks": ("int", 1), "dropout": ("float0", 0.0),
+          "steps": ("int", 2000), "batch_size": ("int", 64), "lr": ("float", 1e-3), "ema": ("float0", 500000),
+          "seed": ("int0", 0), "snapshots": ("ints", [100, 500]), "fixed_sigma": ("float?", 1.5),
+          "precond": ("str", "edm"), "patch": ("int", 2), "checkpoint": ("str", "edm-cifar10.pkl"),
+          "checkpoint_sha256": ("str", "<64 hexadecimal digits>"), "accumulate": ("int", 1)}
+_KIND_WORDS = {"int": "a positive integer", "int?": "a positive integer or null", "int0": "an integer >= 0",
+               "str": "a string", "mult": "a list of integers or a string like '1,2'",
+               "float": "a number > 0", "float0": "a number >= 0", "float?": "a number > 0 or null",
+               "ints": "a list of positive integers"}
+
+
+def _check_type(name: str, profile: str, key: str, value) -> None:
+    """Refuse a run field of the wrong type in one line naming the key, the type expected and an example."""
+    import numbers
+
+    if key not in _KINDS:
+        return
+    kind, example = _KINDS[key]
+    integer = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)  # noqa: E731
+    number = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)  # noqa: E731
+    ok = {"int": lambda v: integer(v) and v >= 1, "int?": lambda v: v is None or integer(v) and v >= 1,
+          "int0": lambda v: integer(v) and v >= 0, "str": lambda v: isinstance(v, str),
+          "mult": lambda v: isinstance(v, str) or isinstance(v, (list, tuple)) and all(integer(m) and m >= 1
+                                                                                       for m in v),
+          "float": lambda v: number(v) and v > 0, "float0": lambda v: number(v) and v >= 0,
+          "float?": lambda v: v is None or number(v) and v > 0,
+          "ints": lambda v: v is None or isinstance(v, (list, tuple)) and all(integer(t) and t >= 1 for t in v)}[kind]
+    if not ok(value):
+        raise ValueError(f"profiles/{profile}.yml, run {name!r}: {key} must be {_KIND_WORDS[kind]}, got {value!r} "
+                         f"(e.g. {key}: {example})")
+
+
 def _make(name: str, profile: str, fields: dict, conv: Criterion | None = None) -> Run:
     unknown = set(fields) - set(_FIELDS)
     if unknown:
@@ -151,6 +186,8 @@ def _make(name: str, profile: str, fields: dict, conv: Criterion | None = None) 
     if "n" not in fields:
         raise ValueError(f"run {name!r} of profile {profile!r} has no training-set size 'n'")
     fields = dict(fields)
+    for key, value in fields.items():
+        _check_type(name, profile, key, value)
     try:
         fields["n"] = positive_int(fields["n"], "n")
         for key in ("steps", "batch_size", "channels", "num_blocks", "patch", "accumulate"):
