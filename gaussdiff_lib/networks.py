@@ -1,5 +1,5 @@
 """The raw networks F of D(x; sigma) = c_skip x + c_out F(c_in x; c_noise): a compact EDM-style UNet, a small
-vision transformer (DiT without classes) and an affine map.
+vision transformer (DiT-style: DiT without class labels, see :class:`ViT`) and an affine map.
 
 The UNet is the raw network F of D(x; sigma) = c_skip x + c_out F(c_in x; c_noise).
 
@@ -156,24 +156,45 @@ class UNet(nn.Module):
 
 
 def _sincos_2d(width: int, grid: int) -> torch.Tensor:
-    """Fixed 2-D sine-cosine position embedding [grid * grid, width] (half the channels per axis)."""
+    """DiT's fixed 2-D sine-cosine position table, [grid * grid, width] in float32.
+
+    Tokens are numbered row-major (token t = i * grid + j sits in row i, column j), the order in which
+    ``Conv2d(...).flatten(2)`` lists patches. With D = ``width`` and frequencies omega_k = 10000^(-k / (D/4)),
+    k = 0 ... D/4 - 1, the first D/2 channels describe the column j as [sin(j omega), cos(j omega)] and the
+    last D/2 channels the row i as [sin(i omega), cos(i omega)] -- the layout of DiT's ``get_2d_sincos_pos_embed``
+    (whose grid puts the horizontal coordinate first). ``width`` must be divisible by 4.
+    """
+    if width % 4:
+        raise ValueError(f"the 2-D sine-cosine table needs a width divisible by 4, got {width}")
     quarter = width // 4
-    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / max(quarter, 1))
-    pos = torch.arange(grid, dtype=torch.float64)
-    yy, xx = torch.meshgrid(pos, pos, indexing="ij")
-    parts = []
-    for coord in (yy.reshape(-1), xx.reshape(-1)):
-        args = coord[:, None] * omega[None, :]
-        parts += [args.sin(), args.cos()]
-    emb = torch.cat(parts, dim=1)
-    return F.pad(emb, (0, width - emb.shape[1])).float()
+    omega = torch.pow(10000.0, -torch.arange(quarter, dtype=torch.float64) / quarter)
+    idx = torch.arange(grid, dtype=torch.float64)
+    row, col = (a.reshape(-1) for a in torch.meshgrid(idx, idx, indexing="ij"))
+
+    def one_axis(coord):
+        angle = coord[:, None] * omega[None, :]
+        return torch.cat([angle.sin(), angle.cos()], dim=1)
+
+    return torch.cat([one_axis(col), one_axis(row)], dim=1).float()
+
+
+def _modulate(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Adaptive layer-norm modulation of tokens h [b, n, w] by per-sample shift and scale [b, w]."""
+    return h * (1 + scale[:, None, :]) + shift[:, None, :]
 
 
 class _DiTBlock(nn.Module):
-    """Pre-norm transformer block whose norms are modulated by the noise embedding and whose two branches are
-    gated by it, the gates starting at zero (adaLN-Zero, as in DiT), so the block starts as the identity."""
+    """One adaLN-Zero transformer block of DiT.
 
-    def __init__(self, width: int, heads: int, dropout: float):
+    The conditioning vector c (the timestep embedding) passes through SiLU and one linear layer to six
+    per-channel vectors: a shift, scale and gate for each of the two branches. Each branch normalises its input
+    (LayerNorm, eps 1e-6, no learned affine), shifts and scales it, and adds its output times the gate back to the
+    residual stream: first multi-head self-attention (a biased qkv projection and an output projection), then an
+    MLP of hidden width 4 x ``width`` with tanh-approximated GELU. The modulation layer starts at zero, so every
+    gate does and the block starts as the identity. ``dropout`` (after the GELU) is not in DiT; see :class:`ViT`.
+    """
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.0):
         super().__init__()
         self.heads = heads
         self.norm0 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
@@ -183,32 +204,56 @@ class _DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(approximate="tanh"), nn.Dropout(dropout),
                                  nn.Linear(4 * width, width))
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
-        nn.init.zeros_(self.modulation[1].weight)
-        nn.init.zeros_(self.modulation[1].bias)
 
-    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        shift0, scale0, gate0, shift1, scale1, gate1 = self.modulation(emb)[:, None, :].chunk(6, dim=2)
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift0, scale0, gate0, shift1, scale1, gate1 = self.modulation(c).chunk(6, dim=1)
         b, n, w = h.shape
-        a = self.norm0(h) * (1 + scale0) + shift0
+        a = _modulate(self.norm0(h), shift0, scale0)
         q, k, v = self.qkv(a).reshape(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
         a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, w)
-        h = h + gate0 * self.proj(a)
-        return h + gate1 * self.mlp(self.norm1(h) * (1 + scale1) + shift1)
+        h = h + gate0[:, None, :] * self.proj(a)
+        return h + gate1[:, None, :] * self.mlp(_modulate(self.norm1(h), shift1, scale1))
 
 
 class ViT(nn.Module):
-    """A small vision transformer F(x_in; c_noise) in the manner of DiT (Peebles & Xie 2023) without class labels:
-    non-overlapping ``patch`` x ``patch`` patches embedded linearly with fixed 2-D sine-cosine positions,
-    ``depth`` transformer blocks conditioned on the noise embedding by adaLN-Zero, and a modulated linear read-out
-    back to patches. One of the paper's denoising-autoencoder architectures (claim 10, Fig 24).
+    """DiT (Peebles & Xie 2023) without class labels, as the raw network F(x_in; c_noise): one of the paper's
+    denoising-autoencoder architectures (claim 10, Fig 24).
+
+    The architecture and initialisation are DiT's: the image is cut into non-overlapping ``patch`` x ``patch``
+    patches embedded by a convolution with kernel = stride = ``patch``, plus DiT's fixed 2-D sine-cosine
+    positions (``_sincos_2d``); the noise level is embedded by DiT's timestep embedder (a 256-channel
+    sinusoid, cosines then sines with frequencies 10000^(-k/128), k = 0 ... 127, through Linear(256, width) -> SiLU
+    -> Linear(width, width)); the result c conditions ``depth`` adaLN-Zero blocks (``_DiTBlock``) and a final
+    layer (LayerNorm, a shift and scale from SiLU -> Linear of c, and a linear map to patch * patch * C values per
+    token), whose tokens are put back into an image in DiT's order. At initialisation all linear weights are
+    xavier-uniform with zero biases, the patch convolution's weight is xavier-uniform on its [width, C * patch^2]
+    view, the timestep MLP's weights are N(0, 0.02^2), and every block's modulation as well as the final layer's
+    modulation and linear map are zero -- so F starts at exactly zero and D(x; sigma) = c_skip x.
+
+    Deliberate departures from DiT, so it is "DiT-style, with ...":
+
+    - no class labels (no label embedder, no classifier-free guidance): c is the timestep embedding alone;
+    - ``learn_sigma=False``: the output has the input's C channels (no predicted variance);
+    - it is wrapped in a preconditioning (:class:`~gaussdiff_lib.denoisers.EDMDenoiser`,
+      D = c_skip x + c_out F(c_in x; c_noise)) and trained with EDM's loss, not DDPM's;
+    - the scalar fed to the timestep embedder is the preconditioning's c_noise (for EDM ln(sigma)/4, about
+      -1.6 ... 1.1), not an integer step 0 ... 999, and DiT's frequencies are applied to it unscaled. At this scale
+      only the first frequencies turn through a sizeable angle, so the sinusoid is smooth and low-frequency --
+      as in EDM's own DDPM++ under EDM's preconditioning, and no scale suits every preconditioning (VP's c_noise
+      is already 0 ... 999). The denoising autoencoders train at one fixed sigma, where c is a constant;
+    - small sizes for CPU runs (e.g. width 64, depth 4, patch 2 instead of DiT-S/2's 384, 12, 2);
+    - ``dropout``, applied after the MLP's GELU, is not in DiT; it defaults to 0 and every profile's ViT uses 0.
 
     Args:
         in_channels, resolution: image channels C and side H = W (a multiple of ``patch``).
         width: token width (``channels`` in a run); divisible by ``heads`` and by 4.
         depth: transformer blocks (``num_blocks`` in a run).
-        heads: attention heads; patch: patch side; dropout: inside the MLPs.
+        heads: attention heads; patch: patch side; dropout: see above (0 is DiT).
         seed: if given, initialise from this seed without touching the global RNG.
     """
+
+    #: channels of the timestep embedder's sinusoid (DiT's ``frequency_embedding_size``)
+    FREQUENCY_CHANNELS = 256
 
     def __init__(self, in_channels: int = 1, resolution: int = 16, width: int = 64, depth: int = 4, heads: int = 4,
                  patch: int = 2, dropout: float = 0.0, seed: int | None = None):
@@ -229,26 +274,39 @@ class ViT(nn.Module):
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(int(seed))
-            self.embed = _NoiseEmbedding(width, width)
+            self.embed = _NoiseEmbedding(self.FREQUENCY_CHANNELS, width)  # DiT's timestep embedder
             self.patchify = nn.Conv2d(in_channels, width, patch, stride=patch)
             self.blocks = nn.ModuleList(_DiTBlock(width, heads, dropout) for _ in range(depth))
             self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
             self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
             self.out = nn.Linear(width, patch * patch * in_channels)
-        for layer in (self.modulation[1], self.out):
+            self._init_like_dit()
+        self.register_buffer("pos", _sincos_2d(width, resolution // patch), persistent=False)
+
+    @torch.no_grad()
+    def _init_like_dit(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        w = self.patchify.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a linear map of the flattened patch; bias as PyTorch's
+        for layer in (self.embed.mlp[0], self.embed.mlp[2]):
+            nn.init.normal_(layer.weight, std=0.02)
+        for layer in [b.modulation[1] for b in self.blocks] + [self.modulation[1], self.out]:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
-        self.register_buffer("pos", _sincos_2d(width, resolution // patch), persistent=False)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         b, c, hgt, wid = x.shape
         p, g = self.patch, hgt // self.patch
-        emb = F.silu(self.embed(c_noise))
-        h = self.patchify(x).flatten(2).transpose(1, 2) + self.pos.to(x.dtype)
+        cond = self.embed(c_noise)  # each modulation applies its own SiLU to this, once
+        h = self.patchify(x).flatten(2).transpose(1, 2) + self.pos.to(x.dtype)  # [b, g*g, width], row-major
         for block in self.blocks:
-            h = block(h, emb)
-        shift, scale = self.modulation(emb)[:, None, :].chunk(2, dim=2)
-        h = self.out(self.norm_out(h) * (1 + scale) + shift)  # [b, g*g, p*p*c]
+            h = block(h, cond)
+        shift, scale = self.modulation(cond).chunk(2, dim=1)
+        h = self.out(_modulate(self.norm_out(h), shift, scale))  # [b, g*g, p*p*c], each token as (row, col, ch)
+        # token (i, j) holds its patch as [p, p, c]; pixel (i*p + r, j*p + s) of channel ch <- h[i, j, r, s, ch]
         return h.reshape(b, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, hgt, wid)
 
 
