@@ -33,7 +33,7 @@ TIMINGS := _build/timings.json
 
 notebooks: data
 	$(PY) -m gaussdiff_lib train --profile $(PROFILE) --jobs $(JOBS) --timings $(TIMINGS)
-	$(PY) -m gaussdiff_lib execute --profile $(PROFILE) --out book --jobs $(JOBS) --timings $(TIMINGS)
+	$(PY) -m gaussdiff_lib execute --all --profile $(PROFILE) --out book --jobs $(JOBS) --timings $(TIMINGS)
 
 html: assets
 	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going

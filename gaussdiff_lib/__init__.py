@@ -10,17 +10,21 @@ negative and positive controls, for any denoisers), ``gd.convergence`` (criteria
 The book's machinery lives apart, in :mod:`gaussdiff_lib.chapters` (named runs of a profile, train-or-load,
 comparisons, tables for the pages, the executor, plotting, widgets, offline assets, and the chapter templates
 and profiles as package data). It is imported on first use: ``gd.chapters``, and the short names
-``gd.experiments``, ``gd.profiles``, ``gd.plotting`` and ``gd.widgets``. ``import gaussdiff_lib`` alone
-imports neither matplotlib's pyplot nor the book's stack.
+``gd.experiments``, ``gd.profiles``, ``gd.plotting`` and ``gd.widgets``. The library's modules are imported on
+first use too: ``import gaussdiff_lib`` alone imports neither torch, nor matplotlib's pyplot, nor the book's stack.
 """
 import importlib
 
 from ._version import __version__
-from . import (cache, checkpoints, claims, compare, convergence, data, denoisers, edm_networks,  # noqa: E402
-               linear_fit, metrics, networks, sampling, stats, training)
 
-# the book's machinery, imported when first used
-_LAZY = {"chapters": "gaussdiff_lib.chapters", "experiments": "gaussdiff_lib.experiments",
+# every submodule is imported when first used (PEP 562): ``import gaussdiff_lib`` is cheap (no torch), so the
+# command line answers ``--version`` at once; ``gd.denoisers`` and ``from gaussdiff_lib import denoisers`` import
+# the module then
+_LIBRARY = ("cache", "checkpoints", "claims", "compare", "convergence", "data", "denoisers", "edm_networks",
+            "linear_fit", "metrics", "networks", "sampling", "stats", "training")
+_LAZY = {**{name: f"gaussdiff_lib.{name}" for name in _LIBRARY},
+         # the book's machinery
+         "chapters": "gaussdiff_lib.chapters", "experiments": "gaussdiff_lib.experiments",
          "profiles": "gaussdiff_lib.chapters.profiles", "plotting": "gaussdiff_lib.chapters.plotting",
          "widgets": "gaussdiff_lib.chapters.widgets"}
 

@@ -191,13 +191,39 @@ def _recorded_seconds(target: Path) -> float:
         return 0.0
 
 
+_RUNNING = False   # a worker process is executing a notebook
+
+
+def _worker_init() -> None:
+    """A worker of :func:`execute` with ``jobs`` > 1 ignores Ctrl-C (the main process ends the workers, with no
+    traceback from each); SIGTERM, the main process's request to stop, interrupts the notebook being executed, so
+    that its kernel is shut down with it."""
+    import signal
+
+    def stop(signum, frame):
+        if _RUNNING:
+            raise KeyboardInterrupt
+        os._exit(0)    # an idle worker
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _job(args) -> dict:
     """One notebook in a worker process (:func:`execute` with ``jobs`` > 1): the kernel it starts inherits this
     process's share of the cores through ``OMP_NUM_THREADS``."""
+    global _RUNNING
+
     *work, threads = args
     os.environ["GAUSSDIFF_PROGRESS"] = "0"
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
-    return _execute_one(*work)
+    _RUNNING = True
+    try:
+        return _execute_one(*work)
+    except KeyboardInterrupt:   # asked to stop: the kernel has been shut down, the partial notebook stays aside
+        os._exit(1)
+    finally:
+        _RUNNING = False
 
 
 def _run_all(work: list, jobs: int, keep_going: bool, profile: str, rows: list, failed: list) -> None:
@@ -223,21 +249,34 @@ def _run_all(work: list, jobs: int, keep_going: bool, profile: str, rows: list, 
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_job, (*w, threads)): w[0] for w in work}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for f in done:
-                exc = f.exception()
-                if exc is None:
-                    rows.append(f.result())
-                    continue
-                if not keep_going:
-                    for p in pending:
-                        p.cancel()
-                    wait(pending)
-                failure(futures[f], exc)
+    # the workers ignore Ctrl-C (each would print a traceback); on KeyboardInterrupt this process stops them, each
+    # with its kernel; no partial notebook replaces a finished one
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+        try:
+            futures = {pool.submit(_job, (*w, threads)): w[0] for w in work}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for f in done:
+                    exc = f.exception()
+                    if exc is None:
+                        rows.append(f.result())
+                        continue
+                    if not keep_going:
+                        for p in pending:
+                            p.cancel()
+                        wait(pending)
+                    failure(futures[f], exc)
+        except KeyboardInterrupt:
+            processes = list((getattr(pool, "_processes", None) or {}).values())  # no public way before 3.14
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.join(timeout=20)
+                if process.is_alive():
+                    process.kill()
+            raise
 
 
 def _execute_one(nb: Path, target: Path, params: dict, timeout: int, force: bool, experiments=None,
@@ -265,7 +304,7 @@ def _execute_one(nb: Path, target: Path, params: dict, timeout: int, force: bool
         except Exception:  # an unreadable executed copy is simply redone
             done = None
         if done == key:
-            print(f"[{params['profile']}] {nb.name} is up to date", flush=True)
+            print(f"[{params['profile']}] {nb.name} is up to date: {target.resolve()}", flush=True)
             return {"name": nb.stem, "seconds": _recorded_seconds(target), "executed": False}
     t0 = time.time()
     print(f"[{params['profile']}] {nb.name} ...", flush=True)
@@ -283,5 +322,5 @@ def _execute_one(nb: Path, target: Path, params: dict, timeout: int, force: bool
     nbformat.write(doc, partial)
     os.replace(partial, target)  # only a complete notebook replaces the previous one
     seconds = doc.metadata["gaussdiff"]["seconds"]
-    print(f"[{params['profile']}] {nb.name} done in {seconds:.0f} s", flush=True)
+    print(f"[{params['profile']}] {nb.name} done in {seconds:.0f} s: {target.resolve()}", flush=True)
     return {"name": nb.stem, "seconds": seconds, "executed": True}
