@@ -16,8 +16,9 @@ Substituting D_M for the networks in any of these functions therefore gives no "
 negative control. The measures are normalized where the raw number moves for reasons of its own: the distance to
 D_G is read against D_M's distance to D_G at the same N (``ratio``), a sample distance against D_M's samples and
 against chance (shuffled latents), the linearity score against D_M's. Seed replicates enter the intervals through a
-two-level bootstrap (:func:`gaussdiff_lib.stats.hierarchical`). The book's page on the paper's claims says which
-function tests which claim and why each control is the right one.
+two-level bootstrap (:func:`gaussdiff_lib.stats.hierarchical`). The book page "The paper's claims" (section "The
+twelve claims") says which function tests which claim; the page "How a claim is judged" says why each control is
+the right one.
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def selection_latents(n: int, shape, seed: int = 0, device=None) -> torch.Tensor
 # ----------------------------------------------------------------------------------------------- control models
 def memorizer(X: torch.Tensor, device=None):
     """The negative control every check runs on: the multi-delta denoiser D_M of the training set X, the exact
-    optimum of the denoising loss on X, which can only return training images (paper section 2)."""
+    optimum of the denoising loss on X, which can only return training images (the book page "The paper's
+    claims", section "The denoisers")."""
     from .denoisers import EmpiricalDenoiser
 
     return EmpiricalDenoiser(X, device=device)

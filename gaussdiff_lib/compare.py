@@ -1,6 +1,6 @@
 """Measurements behind the paper's comparisons: any denoisers against the Gaussian and multi-delta denoisers of their
 own training sets, on the same noisy held-out images and from the same latents with the same sampler, every number
-with its interval (the book's page on the paper's claims, sections "Metrics" and "Noise regimes").
+with its interval (the book page "The paper's claims", sections "Metrics" and "Noise regimes").
 
 :func:`compare` measures a set of models (trained networks, and the control models of
 :mod:`gaussdiff_lib.claims`: the memorizer D_M, an untrained network, D_G itself) and returns a
@@ -140,8 +140,9 @@ def compare(models, train_sets, heldout: torch.Tensor, latents: torch.Tensor, le
             score against each training set is the reference for the samples' GL.
         latents: unit-variance latents shared by every model (``gd.sampling.latents``).
         levels: noise levels of RMSE(D, D_G) (default: the paper's 10 analysis levels).
-        n_steps: steps of the paper's Euler sampler (section 1), used for every model *and* for each Gaussian
-            model, so both sides of every sample comparison share the sampler and the latents.
+        n_steps: steps of the paper's Euler sampler (book page "The paper's claims", section "The denoisers"),
+            used for every model *and* for each Gaussian model, so both sides of every sample comparison share the
+            sampler and the latents.
         linearity_levels: if given, also the linearity score over these levels (its minimum per model).
         gaussians: {label: GaussianDenoiser} when already built (default: from each training set, cached).
 
@@ -152,8 +153,8 @@ def compare(models, train_sets, heldout: torch.Tensor, latents: torch.Tensor, le
     Rows hold, per model, numbers with 95% intervals: N, GL score of the samples (Eq. 14) and of real held-out
     images against the same training set, memorized fraction (d1/d2 < 1/3; exact binomial interval), mean
     per-sample RMSE to the Gaussian samples, RMSE(D, D_G) and RMSE(D, D_M) (the multi-delta denoiser of the same
-    training set, paper section 2) averaged over the intermediate range [0.116, 20], RMSE(D, D_G) at the highest
-    level, and the minimum linearity score when measured.
+    training set; book page "The paper's claims", section "The denoisers") averaged over the intermediate range
+    [0.116, 20], RMSE(D, D_G) at the highest level, and the minimum linearity score when measured.
     """
     from . import metrics, sampling
     from .denoisers import EmpiricalDenoiser, GaussianDenoiser

@@ -6,9 +6,10 @@ reason. A :class:`Criterion` fixes, once per profile, how that is checked:
 
 - the run keeps EMA snapshots every ``every`` of its steps (``every = 0.125``: at 1/8, 2/8, ..., 7/8 and the end);
 - at each, two measures on ``images`` held-out images: the **held-out loss** (EDM's weighted denoising loss,
-  averaged over the 8 quantiles of the training distribution of sigma, paper section 1) and **RMSE(D_theta, D_G)**
-  averaged over the intermediate analysis levels sigma in [0.116, 20] (paper section 4), the distance the book's
-  claims are about; a one-level denoising autoencoder is measured at its own sigma;
+  averaged over the 8 quantiles of the training distribution of sigma; book page "The paper's claims", section
+  "The setup") and **RMSE(D_theta, D_G)** averaged over the intermediate analysis levels sigma in [0.116, 20]
+  (same page, section "Noise regimes"), the distance the book's claims are about; a one-level denoising
+  autoencoder is measured at its own sigma;
 - the run is **converged** when over the last ``window`` of training (e.g. the last quarter) neither measure
   moves by more than ``tolerance`` relative to its final value.
 
@@ -38,7 +39,8 @@ from ._checks import positive_int
 __all__ = ["Criterion", "LOSS_LEVELS", "INTERMEDIATE", "MEASURES", "MEMORIZING_MEASURES", "COPIES_TOLERANCE", "measure",
            "assess", "criterion_from"]
 
-#: the intermediate sigma range of the paper (section 4), where memorization and generalization differ
+#: the intermediate sigma range of the paper, where memorization and generalization differ (book page "The paper's
+#: claims", section "Noise regimes")
 INTERMEDIATE = (0.116, 20.0)
 #: the names of the two measures the criterion watches, as keys of :func:`measure`'s result
 MEASURES = ("heldout_loss", "rmse_gaussian")

@@ -49,7 +49,7 @@ def vp_sigma_inv(sigma, beta_d: float = VP_BETA_D, beta_min: float = VP_BETA_MIN
 
 def preconditioning(kind: str, sigma, sigma_data: float = 0.5):
     """The scalings (c_skip, c_out, c_in, c_noise) of D(x; sigma) = c_skip x + c_out F(c_in x; c_noise), exactly as
-    in Karras et al. (2022), Table 1 (paper section 1; claim 2 compares them, Fig 11):
+    in Karras et al. (2022), Table 1 (book page "The paper's claims", section "The setup"; claim 2, Fig 11):
 
     - ``"edm"``: c_skip = sd^2/(sigma^2+sd^2), c_out = sigma sd/sqrt(sigma^2+sd^2), c_in = 1/sqrt(sigma^2+sd^2),
       c_noise = ln(sigma)/4 (sd = ``sigma_data``);
@@ -84,8 +84,8 @@ def edm_scalings(sigma: torch.Tensor, sigma_data: float = 0.5):
 class GaussianDenoiser(nn.Module):
     """Wiener filter of a Gaussian N(mu, Sigma): D_G(x; sigma) = mu + U diag(l/(l+sigma^2)) U^T (x - mu).
 
-    Paper section 2 ("Gaussian"). Statistics are held in float64; ``eigenvalues`` [r] descending and
-    ``eigenvectors`` [d, r] (r = d for full rank). Directions outside span(U) collapse onto the mean.
+    See the book page "The paper's claims", section "The denoisers". Statistics are held in float64; ``eigenvalues`` [r]
+    descending and ``eigenvectors`` [d, r] (r = d for full rank). Directions outside span(U) collapse onto the mean.
     """
 
     def __init__(self, mean: torch.Tensor, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor,
@@ -186,7 +186,8 @@ class GaussianDenoiser(nn.Module):
         return self.eigenvalues / (self.eigenvalues + s[..., None] ** 2)
 
     def weight(self, sigma: float) -> torch.Tensor:
-        """W_G = Sigma (Sigma + sigma^2 I)^-1 = U diag(l/(l+sigma^2)) U^T, shape [d, d] (paper section 2)."""
+        """W_G = Sigma (Sigma + sigma^2 I)^-1 = U diag(l/(l+sigma^2)) U^T, shape [d, d]
+        (the book page "The paper's claims", section "The denoisers")."""
         g = self.shrinkage(float(sigma))
         return (self.eigenvectors * g) @ self.eigenvectors.T
 
@@ -205,8 +206,8 @@ class GaussianDenoiser(nn.Module):
 
 
 class EmpiricalDenoiser(nn.Module):
-    """Optimal denoiser of the empirical distribution ("multi-delta"), paper section 2:
-    D_M(x; sigma) = sum_i softmax_i(-||x - y_i||^2 / 2 sigma^2) y_i.
+    """Optimal denoiser of the empirical distribution ("multi-delta"; book page "The paper's claims", section
+    "The denoisers"): D_M(x; sigma) = sum_i softmax_i(-||x - y_i||^2 / 2 sigma^2) y_i.
 
     The softmax runs over chunks of ``chunk_size`` training images with a running log-sum-exp, so
     memory is O(B * chunk_size) whatever N, and it stays finite down to sigma = 0.002.
@@ -255,9 +256,9 @@ class EmpiricalDenoiser(nn.Module):
 class EDMDenoiser(nn.Module):
     """A network F wrapped in a preconditioning: D(x; sigma) = c_skip x + c_out F(c_in x; c_noise).
 
-    Paper section 1. ``precond`` is "edm" (EDM's, the default), "ve" or "vp" (the baselines of Karras et al.
-    2022, Table 1; :func:`preconditioning`), reported as ``.precond``. The skip and output mixing run in the
-    dtype of ``x`` (float64 in samplers), the network in its own parameter dtype.
+    See the book page "The paper's claims", section "The setup". ``precond`` is "edm" (EDM's, the default), "ve"
+    or "vp" (the baselines of Karras et al. 2022, Table 1; :func:`preconditioning`), reported as ``.precond``. The
+    skip and output mixing run in the dtype of ``x`` (float64 in samplers), the network in its own parameter dtype.
     """
 
     def __init__(self, net: nn.Module, sigma_data: float = 0.5, precond: str = "edm"):

@@ -1,4 +1,5 @@
-"""Metrics of the paper (section 3) that compare samples with each other and with the training set.
+"""Metrics of the paper (the book page "The paper's claims", section "Metrics") that compare samples with each
+other and with the training set.
 
 Nearest-neighbour searches are chunked over the training set, so N = 60000 (or 70000 x 12288 on a
 GPU) runs in memory bounded by ``chunk_size`` x batch.
@@ -55,7 +56,8 @@ def nearest_neighbours(samples: torch.Tensor, train: torch.Tensor, k: int = 1, c
 
 
 def gl_score(samples: torch.Tensor, train: torch.Tensor, reduce: bool = True, **kwargs):
-    """Generalization score (paper section 3, Eq. 14): mean over samples of ||x - NN_Y(x)|| / ||x||.
+    """Generalization score (the paper's Eq. 14; book page "The paper's claims", section "Metrics"): mean over
+    samples of ||x - NN_Y(x)|| / ||x||.
 
     Above 0.6 the paper reads a model as generalizing; copies of training images score 0. The score has no
     natural scale across data sets: read it against the GL of real held-out images against the same
@@ -78,7 +80,8 @@ def copy_ratio(samples: torch.Tensor, train: torch.Tensor, **kwargs) -> torch.Te
 
 
 def memorized_fraction(samples: torch.Tensor, train: torch.Tensor, ratio: float = 1 / 3, **kwargs) -> float:
-    """Fraction of samples that copy a training image: d(NN_1)/d(NN_2) < ratio (paper section 3, after Gu et al.)."""
+    """Fraction of samples that copy a training image: d(NN_1)/d(NN_2) < ratio (after Gu et al.; the book
+    page "The paper's claims", section "Metrics")."""
     if not 0 < ratio <= 1:
         raise ValueError(f"ratio must lie in (0, 1], got {ratio}")
     return float((copy_ratio(samples, train, **kwargs) < ratio).double().mean())
@@ -139,7 +142,8 @@ def _level(sigma) -> float:
 @torch.no_grad()
 def linearity_score(D, images: torch.Tensor, sigma: float, alpha: float = 2 ** -0.5, n_pairs: int = 100,
                     kind: str = "cos", seed: int = 0, reduce: bool = True):
-    """Linearity score (paper section 3, Fig 1): for noisy pairs x_i = y_i + sigma n_i and beta = sqrt(1 - alpha^2),
+    """Linearity score (the paper's Fig 1; book page "The paper's claims", section "Metrics"): for noisy pairs
+    x_i = y_i + sigma n_i and beta = sqrt(1 - alpha^2),
     'cos': E \\|cos(D(alpha x1 + beta x2), alpha D(x1) + beta D(x2))\\| (1 for a linear map);
     'nmse': E ||D(alpha x1 + beta x2) - (alpha D(x1) + beta D(x2))|| / ||D(alpha x1 + beta x2)|| (0 for a linear map).
     Pairs are drawn from ``images`` with replacement, seeded; ``reduce=False`` returns the per-pair values
@@ -176,7 +180,8 @@ def linearity_curve(D, images: torch.Tensor, sigmas, reduce: bool = True, **kwar
 @torch.no_grad()
 def denoiser_distance(D1, D2, images: torch.Tensor, sigma: float, kind: str = "rmse", seed: int = 0,
                       reduce: bool = True):
-    """Score difference between two denoisers on the same noisy inputs y + sigma eps (paper section 3):
+    """Score difference between two denoisers on the same noisy inputs y + sigma eps (the book page "The
+    paper's claims", section "Metrics"):
     'rmse': E sqrt(||D1 - D2||^2 / d); 'nmse': E ||D1 - D2|| / ||D1||. ``reduce=False`` returns the
     per-image values [B] (float64, CPU); the noise depends only on ``seed``, so two calls with the same
     images and seed measure on the same noisy inputs (paired comparisons)."""
@@ -197,7 +202,7 @@ def denoiser_distance(D1, D2, images: torch.Tensor, sigma: float, kind: str = "r
 @torch.no_grad()
 def denoising_loss(D, images: torch.Tensor, sigma: float, sigma_data: float = 0.5, seed: int = 0,
                    reduce: bool = True):
-    """EDM's weighted denoising loss on clean images y (paper section 1):
+    """EDM's weighted denoising loss on clean images y (the book page "The paper's claims", section "The setup"):
     lambda(sigma) ||D(y + sigma eps; sigma) - y||^2 / d with lambda = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2,
     the per-image quantity the training loss averages; on held-out images, the test loss of a denoiser.
     Returns its mean, or the per-image values [B] (float64) with ``reduce=False``."""
@@ -218,7 +223,8 @@ def distance_curve(D1, D2, images: torch.Tensor, sigmas, reduce: bool = True, **
 
 
 def weight_distance(W: torch.Tensor, W_ref: torch.Tensor, fit_error: float | None = None) -> float:
-    """Relative Frobenius distance ||W - W_ref||_F / ||W_ref||_F (the paper's weight 'NMSE', section 3, Fig 4).
+    """Relative Frobenius distance ||W - W_ref||_F / ||W_ref||_F (the paper's weight 'NMSE', Fig 4; the book
+    page "The paper's claims", section "Metrics").
 
     ``fit_error``: when W is a least-squares estimate of some W* with relative error ||W - W*||_F / ||W||_F about
     ``fit_error`` (``fit_linear``'s ``info[i]["rel_error"]``), the distance of W* itself, corrected for that
@@ -256,7 +262,8 @@ def singular_vector_alignment(W: torch.Tensor, W_ref: torch.Tensor, k: int = 100
 
 @torch.no_grad()
 def identity_distance(D, images: torch.Tensor, sigma: float, seed: int = 0) -> float:
-    """Mean ||D(x; sigma) - x|| over noisy inputs x = y + sigma eps (paper section 3: the low-sigma diagnostic)."""
+    """Mean ||D(x; sigma) - x|| over noisy inputs x = y + sigma eps (the low-sigma
+    diagnostic; the book page "The paper's claims", sections "Metrics" and "Noise regimes")."""
     images = as_images(images, "images")
     s = _level(sigma)
     x = _noisy(images, s, seed)

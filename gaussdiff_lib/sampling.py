@@ -24,7 +24,8 @@ Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None]
 
 def edm_sigmas(n: int = 10, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
                device=None) -> torch.Tensor:
-    """EDM schedule (Karras et al. 2022, Eq. 5; paper section 1): n levels from sigma_max to sigma_min, then 0.
+    """EDM schedule (Karras et al. 2022, Eq. 5): n levels from sigma_max to sigma_min, then 0 (the book page "The
+    paper's claims", section "The setup").
 
     Returns float64 [n + 1]; ``edm_sigmas(10)`` gives the paper's 10 analysis levels and a trailing zero.
     """
@@ -122,7 +123,8 @@ def _integrate(D, z: torch.Tensor, sigmas, callback, batch_size, progress: bool,
 
 def euler(D, z: torch.Tensor, sigmas, callback: Callback | None = None, batch_size: int | None = None,
           progress: bool = False) -> torch.Tensor:
-    """Deterministic first-order Euler on the probability-flow ODE (paper section 1): the sampler of every figure.
+    """Deterministic first-order Euler on the probability-flow ODE: the sampler of every figure (the book page
+    "The paper's claims", section "The denoisers", "Sampling from shared latents").
 
     x_0 = sigma_0 z; d_i = (x_i - D(x_i; sigma_i)) / sigma_i; x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i.
     Returns float64 samples shaped like z.
@@ -140,7 +142,8 @@ def heun(D, z: torch.Tensor, sigmas, callback: Callback | None = None, batch_siz
 def gaussian_trajectory(G, z: torch.Tensor, sigmas) -> torch.Tensor:
     """Exact probability-flow states x(sigma_k) of the Gaussian model for every sigma in ``sigmas``.
 
-    Wang & Vastola (arXiv 2311.10892), paper section 2: starting at x_T = sigma_0 z,
+    Wang & Vastola (arXiv 2311.10892); book page "The paper's claims", section "The denoisers". Starting at
+    x_T = sigma_0 z,
     x(sigma) = mu + sum_i sqrt((sigma^2 + l_i)/(sigma_0^2 + l_i)) u_i u_i^T (x_T - mu)
     + (sigma / sigma_0) P_perp (x_T - mu), P_perp the projector off span(U). One matrix product per
     sigma, no ODE steps. Returns float64 [len(sigmas), B, C, H, W].

@@ -14,7 +14,8 @@ N against d) or *evidence* (a test of the claim). Evidence carries :class:`Contr
 models whose answer is known: negative controls (the memorizer D_M, an untrained network, shuffled latents) must
 fail it, positive controls (D_G where the claim predicts Gaussian behaviour) must pass it. Only evidence whose
 controls all behave is *informative*, and :func:`verdict` counts informative evidence only: a failed gate makes its
-claim "not tested", never "no" (the book's page on the paper's claims, section "How a claim is judged").
+claim "not tested", never "no" (the book page "How a claim is judged"; the claims themselves are stated on the
+book page "The paper's claims").
 """
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 A chapter ends with checks of the paper's claims (:class:`gaussdiff_lib.stats.Check`: gates and evidence, the
 evidence with its controls' outcomes), computed by :mod:`gaussdiff_lib.claims`. :func:`quote` pairs one number the
-prose quotes (ours, with its interval where there is one) with what the paper states for it (the book's page on
-the paper's claims) and with the checks that number is evidence for; whether it *reproduced* is the verdict of
-those checks and of the gates of their claims (:func:`gaussdiff_lib.stats.verdict`), never typed in.
+prose quotes (ours, with its interval where there is one) with what the paper states for it (the book page "The
+paper's claims" states each claim) and with the checks that number is evidence for; whether it *reproduced* is the
+verdict of those checks and of the gates of their claims (:func:`gaussdiff_lib.stats.verdict`), never typed in.
 :func:`record` shows a chapter's quoted numbers as a table and stores them, with every check, in the executed
 notebook as a display output of type ``MIME`` (a JSON record with a ``SCHEMA`` version). :func:`read`,
 :func:`gather`, :func:`gather_checks` and :func:`claims_summary` take them back out of executed notebooks: the book
