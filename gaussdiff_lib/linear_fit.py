@@ -1,4 +1,5 @@
-"""Best affine approximations D_L(x; sigma) = W_sigma x + b_sigma of a denoiser (paper section 2, "Linear").
+"""Best affine approximations D_L(x; sigma) = W_sigma x + b_sigma of a denoiser (the book page "The paper's
+claims", section "The denoisers").
 
 :func:`fit_linear` computes the exact least-squares optimum of
 min_{W, b} E_{y, eps} ||W (y + sigma eps) + b - D(y + sigma eps; sigma)||^2 over given images and noise
@@ -240,13 +241,24 @@ def fit_linear(D, images: torch.Tensor, sigmas, n_noise: int = 4, batch_size: in
     half = n // 2
     parts = [(0, half), (half, n)] if half > 0 else [(0, n)]
     batches = sum(math.ceil((hi - lo) / batch_size) for lo, hi in parts)
-    bar = tqdm(total=len(levels) * n_noise * batches, desc="fit_linear", disable=not show_progress(progress),
-               leave=False)
+    # progress in noise levels: each level's share fills as its draws accumulate; with a target the draws a level
+    # needs are learned on the way, so its share is filled by the fraction of the draws asked for so far and the
+    # bar never moves backwards (a growing total would)
+    bar = tqdm(total=len(levels), desc="fit_linear", unit="sigma", disable=not show_progress(progress),
+               leave=False, bar_format="{l_bar}{bar}| {n:.2f}/{total} sigma [{elapsed}<{remaining}{postfix}]")
+    shown = 0.0
+
+    def advance(position: float) -> None:
+        nonlocal shown
+        if position > shown:
+            bar.update(position - shown)
+            shown = position
     p = d + 1
     for li, sigma in enumerate(levels):
         moments = [[torch.zeros(p, p, dtype=torch.float64, device=device),
                     torch.zeros(p, d, dtype=torch.float64, device=device)] for _ in parts]
-        reps, want, history = 0, n_noise, []
+        reps, want, history, calls = 0, n_noise, [], 0
+        bar.set_postfix_str(f"sigma = {sigma:.3g}")
         while True:
             for part, (lo, hi) in zip(moments, parts):
                 for rep in range(reps, want):
@@ -258,7 +270,8 @@ def fit_linear(D, images: torch.Tensor, sigmas, n_noise: int = 4, batch_size: in
                                         torch.ones(x.shape[0], 1, dtype=torch.float64, device=device)], dim=1)
                         part[0].addmm_(xa.T, xa)
                         part[1].addmm_(xa.T, out)
-                        bar.update()
+                        calls += 1
+                        advance(li + 0.99 * calls / (want * batches))
             reps = want
             m = n * reps
             A, B = sum(mo[0] for mo in moments) / m, sum(mo[1] for mo in moments) / m
@@ -301,7 +314,6 @@ def fit_linear(D, images: torch.Tensor, sigmas, n_noise: int = 4, batch_size: in
             # the error falls as 1/sqrt(samples) at most: ask for what the target needs, with 10% to spare, and at
             # most twice the draws so far, so that the floor is seen before the bulk of the draws is spent
             want = min(max_noise, 2 * reps, max(reps + 1, math.ceil(reps * 1.1 * (rel_error / target_error) ** 2)))
-            bar.total += (want - reps) * batches
         del moments, B
         A.diagonal()[:d] += ridge
         evals = torch.linalg.eigvalsh(A)
@@ -309,6 +321,7 @@ def fit_linear(D, images: torch.Tensor, sigmas, n_noise: int = 4, batch_size: in
         weights[li] = theta[:d].T
         biases[li] = theta[d]
         del A, theta                      # nothing of this sigma stays alive while the next one accumulates
+        advance(li + 1.0)
         info.append({"sigma": sigma, "samples": m, "condition": condition, "ridge": float(ridge),
                      "rel_error": rel_error, "rmse_error": rmse_error,
                      "target_met": None if target_error is None else (rel_error is not None
@@ -319,7 +332,8 @@ def fit_linear(D, images: torch.Tensor, sigmas, n_noise: int = 4, batch_size: in
 
 
 def adam_lr(sigma: float) -> float:
-    """The official per-sigma Adam learning rates (paper section 2): 5e-5 for sigma >= 4.07,
+    """The official per-sigma Adam learning rates (the book page "The paper's claims",
+    section "The denoisers"): 5e-5 for sigma >= 4.07,
     5e-4 for 1.50 and 0.47, 5e-3 for 0.117, 5e-2 for 0.0204 and 0.002 (thresholds between those levels)."""
     if sigma >= 3.0:
         return 5e-5

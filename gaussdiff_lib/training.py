@@ -113,7 +113,8 @@ LOSS_CONVENTION = ("mean over batch x C x H x W of lambda(sigma) (D(y + sigma n;
 def edm_loss(D: EDMDenoiser, y: torch.Tensor, generator: torch.Generator, P_mean: float = -1.2,
              P_std: float = 1.2, fixed_sigma: float | None = None, shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """The denoising loss of D's preconditioning (``D.precond``; paper section 1, Karras et al. 2022, Table 1):
-    lambda(sigma) (D(y + sigma n; sigma) - y)^2 averaged over the batch and every pixel (:data:`LOSS_CONVENTION`),
+    lambda(sigma) (D(y + sigma n; sigma) - y)^2 averaged over the batch and every pixel
+    (``gd.training.LOSS_CONVENTION``),
     with sigma drawn by :func:`training_sigma` and lambda from :func:`loss_weight`. For "edm": ln sigma ~ N(P_mean, P_std^2), lambda = (sigma^2 + sigma_data^2) /
     (sigma sigma_data)^2; for the "ve" and "vp" baselines their own sigma distributions and lambda = 1/sigma^2.
 
@@ -242,7 +243,7 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = DEFAULT
 
     Returns:
         EDMDenoiser around the EMA network in eval mode, with ``.run_dir``, ``.stats`` (the loss log: ``loss`` is
-        the mean over each logging interval of :data:`LOSS_CONVENTION`, EDM's logged Loss/loss) and
+        the mean over each logging interval of ``LOSS_CONVENTION``, EDM's logged Loss/loss) and
         ``.trained`` (whether this call ran training steps; False when the cache served the final weights).
     """
     X = as_training_set(X)

@@ -353,3 +353,37 @@ def test_missed_targets_never_name_impossible_budgets():
     e = gd.linear_fit.UnreachableTarget(0.1, 0.2, 0.05, 200, 3200, 64, 0.21, 4)
     back = pickle.loads(pickle.dumps(e))
     assert str(back) == str(e) and back.images_needed == 3200 and isinstance(back, ValueError)
+
+
+def test_the_progress_bar_never_moves_backwards(monkeypatch):
+    """Issue 27, item 5: with a target the draws a sigma needs are learned on the way; the bar's total used to grow
+    with them, so its fraction fell. Now it counts noise levels, each filled as its draws accumulate."""
+    from gaussdiff_lib import linear_fit
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, total=None, **kwargs):
+            self.total, self.n = total, 0.0
+
+        def update(self, k=1):
+            assert k > 0
+            self.n += k
+            seen.append((self.n, self.total))
+
+        def set_postfix_str(self, *a, **k):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(linear_fit, "tqdm", Recorder)
+    X = gd.data.load("digits", n=400, seed=0)
+    D = SmoothResidual(64)
+    target = fit_linear(D, X, [1.0], n_noise=2, seed=3).info[0]["rel_error"] / 2      # needs more rounds of draws
+    seen.clear()
+    L = fit_linear(D, X, [1.0, 0.5], n_noise=2, seed=3, target_error=target, max_noise=64)
+    assert L.info[0]["samples"] > 2 * 400                                            # the target added draws
+    fractions = [n / total for n, total in seen]
+    assert {total for _, total in seen} == {2} and fractions == sorted(fractions)
+    assert fractions[-1] == pytest.approx(1.0)

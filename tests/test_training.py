@@ -213,7 +213,7 @@ def test_leftovers_of_a_killed_run_are_cleaned(tmp_path, uninterrupted):
 @pytest.mark.parametrize("kwargs, exc, msg", [
     (dict(X=torch.zeros(0, 1, 8, 8)), ValueError, r"X is an empty dataset \(0 images\)"),
     (dict(X=torch.zeros(4, 3, 8, 8)), ValueError, r"the network expects images shaped \[B, 1, 8, 8\]"),
-    (dict(lr=0.0), ValueError, "lr must be finite and > 0"),
+    (dict(lr=0.0), ValueError, "lr must be a finite number > 0"),
     (dict(ema=0.995), ValueError, r"ema = 0.995 looks like a per-step decay.*half-life of 1106 images"),
     (dict(ema=-1.0), ValueError, r"ema is an EMA half-life in training images \(>= 0"),
     (dict(ema=float("nan")), ValueError, r"ema is an EMA half-life"),
