@@ -29,6 +29,14 @@ _LAZY = {**{name: f"gaussdiff_lib.{name}" for name in _LIBRARY},
          "widgets": "gaussdiff_lib.chapters.widgets"}
 
 
+def constraints() -> str:
+    """The path of the pinned stack the book is built with (``constraints.txt``, shipped with the package), for
+    ``pip install -c PATH "gaussdiff[book]"`` from a wheel."""
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parent / "constraints.txt")
+
+
 def __getattr__(name: str):
     if name in _LAZY:
         module = importlib.import_module(_LAZY[name])
@@ -43,4 +51,4 @@ def __dir__():
 
 __all__ = ["cache", "checkpoints", "claims", "compare", "convergence", "data", "denoisers", "edm_networks", "linear_fit", "metrics",
            "networks", "sampling", "stats", "training", "chapters", "experiments", "profiles", "plotting", "widgets",
-           "__version__"]
+           "constraints", "__version__"]

@@ -46,6 +46,9 @@ def test_the_wheel_ships_templates_profiles_and_reports(installed):
     templates = {n for n in names if n.startswith("gaussdiff_lib/chapters/notebooks/") and n.endswith(".ipynb")}
     assert {Path(n).stem for n in templates} == {p.stem for p in (ROOT / "gaussdiff_lib/chapters/notebooks").glob("*.ipynb")}
     assert "gaussdiff_lib/chapters/reports/paper_throughput_h200.json" in names
+    # the pinned stack ships too (issue 27, item 6), the same bytes as the checkout's constraints.txt
+    with zipfile.ZipFile(wheel) as z:
+        assert z.read("gaussdiff_lib/constraints.txt") == (ROOT / "constraints.txt").read_bytes()
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
     with zipfile.ZipFile(wheel) as z:
         requires = [ln for ln in z.read(meta).decode().splitlines() if ln.startswith("Requires-Dist: torch")]
@@ -72,3 +75,11 @@ def test_an_installed_library_runs_a_chapter_from_any_folder(installed, tmp_path
     assert not errors
     version = _run(site, work, "-m", "gaussdiff_lib", "--version")
     assert version.stdout.strip().startswith("gaussdiff ")
+
+
+def test_an_installed_library_names_its_pinned_stack(installed, tmp_path):
+    """Issue 27, item 6: a wheel user can apply the book's pins (pip install -c PATH "gaussdiff[book]")."""
+    _, _, site = installed
+    shown = _run(site, tmp_path, "-c", "import gaussdiff_lib as gd, pathlib; p = pathlib.Path(gd.constraints()); "
+                                       "print(p.is_file(), 'torch==' in p.read_text())")
+    assert shown.returncode == 0 and shown.stdout.split() == ["True", "True"], shown.stderr

@@ -398,3 +398,19 @@ def test_a_template_switched_by_its_profile_parameter_alone_runs(tmp_path):
     text = "".join("".join(o["text"]) for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
                    if o.get("output_type") == "stream")
     assert gd.profiles.parameters("training_time", "smoke")["run"] in text
+
+
+def test_one_repository_address_feeds_the_launch_buttons_and_every_install_cell():
+    """Issue 27, item 6: the address in _config.yml (repository.url) is the one the Colab/Binder install cell of
+    every chapter template installs from, and the one Thebe's settings name; the cell shows pip's own error first."""
+    import json
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    url = config["repository"]["url"]
+    assert config["sphinx"]["config"]["thebe_config"]["repository_url"] == url
+    for path in sorted((ROOT / "gaussdiff_lib/chapters/notebooks").glob("*.ipynb")):
+        cells = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        install = [c for c in cells if "pip" in c and "install" in c]
+        assert len(install) == 1, path.name
+        assert f'REPOSITORY = "{url}"' in install[0], f"{path.name} installs from another address than {url}"
+        assert "pip.stderr" in install[0] and "raise SystemExit" in install[0], path.name
