@@ -101,7 +101,7 @@ def main():
         X = synthetic(args.n, shape)
     X_small = X[:1094].clone()
 
-    # training steps at channel size 128 (paper section 1), on N = 1094 (the training set is not the cost)
+    # training steps at channel size 128 (the book page 'The paper's claims', 'The setup'), on N = 1094 (the training set is not the cost)
     def ncsn(seed=0, dropout=0.05):
         return gd.edm_networks.build_songunet("ncsnpp", 3, res, w, (1, 2, 2, 2), 4, dropout=dropout,
                                               attn_resolutions=(res // 4,), seed=seed)

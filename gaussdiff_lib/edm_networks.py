@@ -6,7 +6,7 @@ box filter resampling) and "NCSN++" (the VE architecture: random Fourier noise e
 residual path down the encoder, [1, 3, 3, 1] resampling filter). Both are one class here,
 :class:`SongUNet`, configured by the keyword arguments stored in EDM's pickles. The paper's main model,
 ``edm-ffhq-64x64-uncond-ve.pkl``, is the NCSN++ configuration with ``model_channels = 128`` and
-``channel_mult = [1, 2, 2, 2]`` (paper section 1).
+``channel_mult = [1, 2, 2, 2]`` (the book page 'The paper's claims', 'The setup').
 
 Module and parameter names follow the layout of EDM's checkpoints (``map_noise``, ``map_layer0``,
 ``enc['64x64_block0'].conv0.weight`` ...) so that :func:`gaussdiff_lib.checkpoints.load_edm` can copy the

@@ -7,7 +7,7 @@ Written from the description of the DDPM++/NCSN++ family in Karras et al. (2022)
 appendix F: residual blocks with group normalisation and SiLU, a sinusoidal embedding of c_noise
 that modulates every block, average-pool downsampling, nearest-neighbour upsampling and skip
 connections between matching resolutions. ``channels`` is the paper's "channel size"
-(``model_channels``), the knob of the capacity experiments (paper section 1, claim 7).
+(``model_channels``), the knob of the capacity experiments (the book page 'The paper's claims', 'The setup' and claim 7).
 """
 from __future__ import annotations
 

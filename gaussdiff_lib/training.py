@@ -1,4 +1,5 @@
-"""EDM training (paper section 1): log-normal sigma, weighted denoising loss, Adam, EMA, resumable runs.
+"""EDM training (the book page 'The paper's claims', 'The setup'): log-normal sigma, weighted denoising loss,
+Adam, EMA, resumable runs.
 
 A run folder describes itself like EDM's: ``options.json`` (everything that defines the run),
 ``stats.jsonl`` (loss per logging interval), ``checkpoint-*.pt`` (the latest two, for resuming),
@@ -112,7 +113,8 @@ LOSS_CONVENTION = ("mean over batch x C x H x W of lambda(sigma) (D(y + sigma n;
 
 def edm_loss(D: EDMDenoiser, y: torch.Tensor, generator: torch.Generator, P_mean: float = -1.2,
              P_std: float = 1.2, fixed_sigma: float | None = None, shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
-    """The denoising loss of D's preconditioning (``D.precond``; paper section 1, Karras et al. 2022, Table 1):
+    """The denoising loss of D's preconditioning (``D.precond``; the book page 'The paper's claims', 'The setup';
+    Karras et al. 2022, Table 1):
     lambda(sigma) (D(y + sigma n; sigma) - y)^2 averaged over the batch and every pixel
     (``gd.training.LOSS_CONVENTION``),
     with sigma drawn by :func:`training_sigma` and lambda from :func:`loss_weight`. For "edm": ln sigma ~ N(P_mean, P_std^2), lambda = (sigma^2 + sigma_data^2) /

@@ -378,7 +378,8 @@ def heldout_set(profile: str, n: int, seed: int = 0, resolution: int | None = No
     by ``seed``, so two calls with the same seed and offsets n apart draw disjoint images (one set to choose a
     setting, another to judge it).
 
-    The profile's ``heldout`` is a source for the default dataset (e.g. CelebA-HQ for FFHQ, paper section 2)
+    The profile's ``heldout`` is a source for the default dataset (e.g. CelebA-HQ for FFHQ, as the paper holds
+    out; the book page 'The paper's claims', 'The denoisers')
     or a map ``{dataset: source}``; without an entry, the test split of the dataset itself (CIFAR-10 test).
     """
     from ..data import load_any

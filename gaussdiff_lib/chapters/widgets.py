@@ -6,7 +6,8 @@ through the frames in Jupyter, in Colab, and in the published book, where there 
 the widgets' saved state, frames included, and the widget manager links them on the client.
 
 - :func:`sigma_explorer`: one held-out image noised at each σ and denoised by several denoisers side by
-  side (network, linear, Gaussian, multi-delta; paper sections 2 and 4).
+  side (network, linear, Gaussian, multi-delta; the book page 'The paper's claims', 'The denoisers' and
+  'Noise regimes').
 - :func:`trajectory_scrubber`: the denoised outputs D(x_t; σ_t) along sampling trajectories, step by step
   (paper Figs 2 right and 3).
 - :func:`dataset_size_explorer`: samples, their nearest training images and the Gaussian samples of the
@@ -103,7 +104,8 @@ def slider_view(labels: Sequence[str], draw: Callable[[int], object], start: int
 
 def sigma_explorer(denoisers: Mapping[str, torch.nn.Module], image: torch.Tensor,
                    sigmas: Sequence[float] | None = None, seed: int = 0):
-    """A σ slider over one noisy image and its denoised versions, side by side (paper sections 2, 4): e.g.
+    """A σ slider over one noisy image and its denoised versions, side by side (the book page 'The paper's claims',
+    'The denoisers', 'Noise regimes'): e.g.
     ``{"network": D, "linear": L, "Gaussian": G, "multi-delta": M}``. A linear denoiser fitted at fixed levels
     needs ``sigmas`` among them."""
     import matplotlib.pyplot as plt
