@@ -14,7 +14,8 @@ D = 64
 
 @pytest.fixture(scope="module")
 def data():
-    torch.set_grad_enabled(False)
+    previous = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)      # for this module's tests only: restored below, never leaked to later modules
     train = gd.data.load("digits", split="train", resolution=8)
     test = gd.data.load("digits", split="test", resolution=8)
     small, large = train[:8], train[:1024]
@@ -24,9 +25,10 @@ def data():
     M = {k: claims.memorizer(X) for k, X in
          {"small": small, "large": large, "small2": other_small, "large2": other_large}.items()}
     U = gd.denoisers.EDMDenoiser(gd.networks.make("unet", 1, 8, 8, seed=3))
-    return {"small": small, "large": large, "small2": other_small, "large2": other_large, "held": test[:96],
-            "fit": test[96:], "z": gd.sampling.latents(range(64), (1, 8, 8)),
-            "z_sel": gd.sampling.latents(range(1000, 1064), (1, 8, 8)), "G": G, "M": M, "U": U}
+    yield {"small": small, "large": large, "small2": other_small, "large2": other_large, "held": test[:96],
+           "fit": test[96:], "z": gd.sampling.latents(range(64), (1, 8, 8)),
+           "z_sel": gd.sampling.latents(range(1000, 1064), (1, 8, 8)), "G": G, "M": M, "U": U}
+    torch.set_grad_enabled(previous)
 
 
 # ------------------------------------------------------------------------------------------- control models

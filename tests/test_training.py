@@ -576,10 +576,14 @@ def test_the_logged_loss_is_edms_logged_loss_and_its_gradient_edms_up_to_the_pix
     sum divided by the batch. Written here from those definitions on a fixed batch: our logged loss equals the logged
     one, and our gradient times C*H*W equals the back-propagated one (the same direction; Adam is invariant to the
     scale up to its epsilon)."""
-    torch.manual_seed(0)
+    with torch.enable_grad():
+        _logged_loss_against_edm()
+
+
+def _logged_loss_against_edm():
     net = gd.networks.UNet(in_channels=1, channels=8, resolution=8, seed=0)
     D = gd.denoisers.EDMDenoiser(net, sigma_data=0.5)
-    y = torch.rand(6, 1, 8, 8) * 2 - 1
+    y = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     ours = training.edm_loss(D, y, torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)                   # the same draws, in the same order as edm_loss makes them
     sigma = (torch.randn(6, generator=g, dtype=torch.float64) * 1.2 - 1.2).exp()
