@@ -18,10 +18,14 @@ COMMANDS = ["list", "data", "assets", "execute", "timings", "train", "new"]
 
 
 def _cli(*argv, env=None, cwd=None):
+    return _python("-m", "gaussdiff_lib", *argv, env=env, cwd=cwd)
+
+
+def _python(*argv, env=None, cwd=None):
+    """This interpreter on the checkout's library, in a fresh process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     env.pop("GAUSSDIFF_TRACEBACK", None)
-    return subprocess.run([sys.executable, "-m", "gaussdiff_lib", *argv], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=120)
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
 
 
 @pytest.fixture
@@ -169,8 +173,7 @@ def test_version_and_import_do_not_import_torch(tmp_path):
     code = ("import sys, gaussdiff_lib as gd, gaussdiff_lib.__main__ as m\n"
             "try:\n    m.main(['--version'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
             "print('torch' in sys.modules, 'denoisers' in dir(gd), 'gaussdiff_lib.denoisers' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = _python("-c", code, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["gaussdiff", gd.__version__, "False", "True", "False"], out.stdout
     version = _cli("--version", cwd=tmp_path)
@@ -181,8 +184,7 @@ def test_the_library_modules_are_imported_on_first_use(tmp_path):
     code = ("import sys, gaussdiff_lib as gd; print('torch' in sys.modules); gd.denoisers; "
             "from gaussdiff_lib import metrics; print('torch' in sys.modules, gd.metrics is metrics, "
             "sorted(set(gd.__all__) - set(dir(gd))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = _python("-c", code, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["False", "True True []"], out.stdout
 
