@@ -517,7 +517,7 @@ def _new(args) -> int:
     if args.profile not in profiles.names():
         raise ValueError(f"unknown profile {args.profile!r}; choose one of {profiles.names()}")
     src, folder = profiles.root(), Path(args.folder)
-    template = src / "notebooks" / f"{chapter}.ipynb"
+    template = profiles.templates() / f"{chapter}.ipynb"
     depends = json.loads(template.read_text()).get("metadata", {}).get("gaussdiff", {}).get("depends", [])
     # a chapter that reads a whole profile (the scale chapter plans every chapter's runs) needs every chapter the
     # profiles name; any other gets its own template and, of each profile, the named runs and its own section

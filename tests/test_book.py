@@ -70,7 +70,7 @@ def test_figures_are_captioned_and_referenced(smoke_book):
 
 def test_launch_buttons_open_the_templates(smoke_book):
     page = (SRC / "_build" / "html" / "book" / "gaussian_shadow.html").read_text()
-    assert "colab.research.google.com/github/gaussdiff/gaussdiff/blob/main/gaussdiff_lib/chapters/notebooks/gaussian_shadow.ipynb" in page
+    assert "colab.research.google.com/github/gaussdiff/gaussdiff/blob/main/notebooks/gaussian_shadow.ipynb" in page
     assert "mybinder.org/v2/gh/gaussdiff/gaussdiff/main" in page
     assert "blob/main/book/gaussian_shadow.ipynb" not in page
     assert "_sources/book/gaussian_shadow.ipynb" in page        # the download button: the executed notebook

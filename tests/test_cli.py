@@ -194,7 +194,7 @@ def test_new_copies_a_chapter_that_then_runs_from_its_folder(papermill_calls, tm
     assert main(["new", "gaussian_shadow", str(folder), "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     assert (folder / "notebooks" / "gaussian_shadow.ipynb").read_bytes() == \
-        (gd.profiles.root() / "notebooks" / "gaussian_shadow.ipynb").read_bytes()
+        (gd.profiles.templates() / "gaussian_shadow.ipynb").read_bytes()
     names = gd.profiles.names()
     assert sorted(p.stem for p in (folder / "profiles").glob("*.yml")) == names
     for name in names:
@@ -219,7 +219,7 @@ def test_new_copies_the_files_a_chapter_reads(papermill_calls, tmp_path, capsys,
     assert sorted(p.name for p in (tmp_path / "reports").glob("*.json")) == \
         sorted(p.name for p in (root / "reports").glob("*.json"))
     assert sorted(p.name for p in (tmp_path / "notebooks").glob("*.ipynb")) == \
-        sorted(p.name for p in (root / "notebooks").glob("*.ipynb"))
+        sorted(p.name for p in gd.profiles.templates().glob("*.ipynb"))
     assert (tmp_path / "profiles" / "paper.yml").read_text() == (root / "profiles" / "paper.yml").read_text()
     monkeypatch.setenv("GAUSSDIFF_ROOT", str(tmp_path))
     assert main(["execute", "--only", "scale", "--profile", "smoke", "--out", str(tmp_path / "out")]) == 0

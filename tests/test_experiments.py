@@ -9,7 +9,8 @@ import yaml
 import gaussdiff_lib as gd
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = ROOT / "gaussdiff_lib" / "chapters"          # chapter templates, profiles, shipped reports
+TEMPLATES = ROOT / "gaussdiff_lib" / "chapters"          # profiles, shipped reports
+NOTEBOOKS_DIR = ROOT / "notebooks"                       # the chapter templates
 
 CONVERGENCE = {"every": 0.5, "window": 0.5, "images": 8}   # snapshots at half and at the end of these short runs
 PROFILE = {
@@ -34,7 +35,7 @@ PROFILE = {
 def project(tmp_path, monkeypatch):
     """A project folder with one profile 'tiny' (and the real notebooks) for gd.profiles.root()."""
     (tmp_path / "profiles").mkdir()
-    shutil.copytree(TEMPLATES / "notebooks", tmp_path / "notebooks")
+    shutil.copytree(NOTEBOOKS_DIR, tmp_path / "notebooks")
     (tmp_path / "profiles" / "tiny.yml").write_text(yaml.safe_dump(PROFILE))
     monkeypatch.setenv("GAUSSDIFF_ROOT", str(tmp_path))
 

@@ -44,7 +44,7 @@ def test_the_wheel_ships_templates_profiles_and_reports(installed):
     for profile in ("smoke", "cpu", "paper"):
         assert f"gaussdiff_lib/chapters/profiles/{profile}.yml" in names
     templates = {n for n in names if n.startswith("gaussdiff_lib/chapters/notebooks/") and n.endswith(".ipynb")}
-    assert {Path(n).stem for n in templates} == {p.stem for p in (ROOT / "gaussdiff_lib/chapters/notebooks").glob("*.ipynb")}
+    assert {Path(n).stem for n in templates} == {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
     assert "gaussdiff_lib/chapters/reports/paper_throughput_h200.json" in names
     # the pinned stack ships too (issue 27, item 6), the same bytes as the checkout's constraints.txt
     with zipfile.ZipFile(wheel) as z:
@@ -83,3 +83,31 @@ def test_an_installed_library_names_its_pinned_stack(installed, tmp_path):
     shown = _run(site, tmp_path, "-c", "import gaussdiff_lib as gd, pathlib; p = pathlib.Path(gd.constraints()); "
                                        "print(p.is_file(), 'torch==' in p.read_text())")
     assert shown.returncode == 0 and shown.stdout.split() == ["True", "True"], shown.stderr
+
+
+def test_an_installed_library_copies_a_chapter_and_runs_the_copy(installed, tmp_path):
+    """Issue 27's acceptance, from the wheel outside the repository: `gaussdiff new CHAPTER FOLDER`, then the printed
+    command executes the copy under the smoke profile and prints where the executed notebook went. The templates
+    come from the package data the build mapped from the repository's notebooks/."""
+    _, _, site = installed
+    where = _run(site, tmp_path, "-c", "import gaussdiff_lib as gd; print(gd.profiles.templates())")
+    assert where.returncode == 0 and Path(where.stdout.strip()).is_relative_to(site), (where.stdout, where.stderr)
+    made = _run(site, tmp_path, "-m", "gaussdiff_lib", "new", "gaussian_shadow", "mine")
+    assert made.returncode == 0, made.stderr
+    copy = tmp_path / "mine" / "notebooks" / "gaussian_shadow.ipynb"
+    assert copy.read_bytes() == (ROOT / "notebooks" / "gaussian_shadow.ipynb").read_bytes()
+    command = next(ln.strip() for ln in made.stdout.splitlines() if "--profile smoke" in ln)
+    assert command.startswith(f"GAUSSDIFF_ROOT={(tmp_path / 'mine').resolve()} gaussdiff execute"), made.stdout
+    env = {**os.environ, "PYTHONPATH": str(site), "GAUSSDIFF_PROGRESS": "0",
+           "GAUSSDIFF_ROOT": str(tmp_path / "mine")}
+    out = tmp_path / "mine" / "out"
+    done = subprocess.run([sys.executable, "-m", "gaussdiff_lib", "execute", "--only", "gaussian_shadow",
+                           "--profile", "smoke", "--out", str(out)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    executed = out / "gaussian_shadow.ipynb"
+    assert str(executed) in done.stdout + done.stderr
+    nb = json.loads(executed.read_text())
+    assert nb["metadata"]["gaussdiff"]["profile"] == "smoke"
+    assert not [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+                if o.get("output_type") == "error"]

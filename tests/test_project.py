@@ -14,7 +14,8 @@ import yaml
 import gaussdiff_lib as gd
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = ROOT / "gaussdiff_lib" / "chapters"          # chapter templates, profiles, shipped reports
+TEMPLATES = ROOT / "gaussdiff_lib" / "chapters"          # profiles, shipped reports
+NOTEBOOKS_DIR = ROOT / "notebooks"                       # the chapter templates, the only copy
 
 
 def _requirements(extras=("book", "test")):
@@ -65,7 +66,7 @@ def _parameters(nb):
             for t in node.targets}
 
 
-NOTEBOOKS = sorted((TEMPLATES / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -154,7 +155,7 @@ def test_profiles_set_only_existing_parameters(profile):
     for name, params in prof.items():
         if name == "experiments":
             continue
-        known = _parameters(json.loads((TEMPLATES / "notebooks" / f"{name}.ipynb").read_text()))
+        known = _parameters(json.loads((NOTEBOOKS_DIR / f"{name}.ipynb").read_text()))
         unknown = set(params) - set(known)
         assert not unknown, f"profile {profile} sets unknown parameters of {name}: {sorted(unknown)}"
         cpu = gd.profiles.parameters(name, "cpu")
@@ -181,7 +182,7 @@ def test_toc_lists_every_notebook_and_page():
     for nb in NOTEBOOKS:
         assert f"book/{nb.stem}" in files, f"{nb.name} is not in _toc.yml"
     for f in files:
-        assert (ROOT / f"{f}.md").exists() or (TEMPLATES / "notebooks" / f"{Path(f).name}.ipynb").exists(), f
+        assert (ROOT / f"{f}.md").exists() or (NOTEBOOKS_DIR / f"{Path(f).name}.ipynb").exists(), f
 
 
 def test_readme_gives_the_two_commands():
@@ -334,7 +335,7 @@ def test_snapshot_steps_named_by_notebooks_are_kept(profile):
 
 
 def test_execution_key_follows_the_files_a_notebook_depends_on(tmp_path, monkeypatch):
-    shutil.copytree(TEMPLATES / "notebooks", tmp_path / "notebooks")
+    shutil.copytree(NOTEBOOKS_DIR, tmp_path / "notebooks")
     shutil.copytree(TEMPLATES / "profiles", tmp_path / "profiles")
     (tmp_path / "reports").mkdir(parents=True)
     report = tmp_path / "reports" / "a.json"
@@ -391,7 +392,7 @@ def test_a_template_switched_by_its_profile_parameter_alone_runs(tmp_path):
     import papermill
 
     out = tmp_path / "training_time.ipynb"
-    papermill.execute_notebook(str(TEMPLATES / "notebooks" / "training_time.ipynb"), str(out),
+    papermill.execute_notebook(str(NOTEBOOKS_DIR / "training_time.ipynb"), str(out),
                                parameters={"profile": "smoke"}, kernel_name="python3", progress_bar=False,
                                cwd=str(tmp_path))
     nb = json.loads(out.read_text())
@@ -408,9 +409,30 @@ def test_one_repository_address_feeds_the_launch_buttons_and_every_install_cell(
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     url = config["repository"]["url"]
     assert config["sphinx"]["config"]["thebe_config"]["repository_url"] == url
-    for path in sorted((ROOT / "gaussdiff_lib/chapters/notebooks").glob("*.ipynb")):
+    templates = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+    assert len(templates) == len(gd.profiles.notebooks()) > 0
+    for path in templates:
         cells = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
         install = [c for c in cells if "pip" in c and "install" in c]
         assert len(install) == 1, path.name
         assert f'REPOSITORY = "{url}"' in install[0], f"{path.name} installs from another address than {url}"
         assert "pip.stderr" in install[0] and "raise SystemExit" in install[0], path.name
+
+
+def test_the_top_level_is_the_promised_layout():
+    """Issue 27, item 1: the top level holds book/, notebooks/ (the chapter templates, the only copy: a folder, not a
+    link, and no second copy inside the package), gaussdiff_lib/, environment.yml, tests/ and _config.yml; a source
+    checkout reads its templates from notebooks/; pyproject's package list names every package of the source and maps
+    notebooks/ into the wheel."""
+    for name in ("book", "notebooks", "gaussdiff_lib", "tests"):
+        assert (ROOT / name).is_dir() and not (ROOT / name).is_symlink(), name
+    for name in ("environment.yml", "_config.yml", "_toc.yml"):
+        assert (ROOT / name).is_file(), name
+    assert not (TEMPLATES / "notebooks").exists()
+    assert gd.profiles.templates() == NOTEBOOKS_DIR.resolve()
+    assert [p.stem for p in gd.profiles.notebooks()] == sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb"))
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = sorted(".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "gaussdiff_lib").rglob("__init__.py"))
+    assert sorted(setup["packages"]) == sorted([*packages, "gaussdiff_lib.chapters.notebooks"])
+    assert setup["package-dir"] == {"gaussdiff_lib.chapters.notebooks": "notebooks"}
+    assert setup["package-data"]["gaussdiff_lib.chapters.notebooks"] == ["*.ipynb"]

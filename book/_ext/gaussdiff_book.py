@@ -69,16 +69,15 @@ def record_execution(app, doctree):
 
 
 def launch_templates(app, pagename, templatename, context, doctree):
-    """Point the launch buttons (Binder, Colab) at the notebook *template* in ``gaussdiff_lib/chapters/notebooks/``
-    rather than the
-    executed copy in ``book/``, which is a build product and not in the repository."""
+    """Point the launch buttons (Binder, Colab) at the notebook *template* in the repository's ``notebooks/`` rather
+    than the executed copy in ``book/``, which is a build product and not in the repository."""
     if not pagename.startswith("book/"):
         return
     stem = pagename.rsplit("/", 1)[-1]
 
     def fix(value):
         if isinstance(value, str) and value.startswith(("http://", "https://")):  # launch links, not downloads
-            return value.replace(f"book/{stem}.ipynb", f"gaussdiff_lib/chapters/notebooks/{stem}.ipynb")
+            return value.replace(f"book/{stem}.ipynb", f"notebooks/{stem}.ipynb")
         if isinstance(value, list):
             return [fix(v) for v in value]
         if isinstance(value, dict):

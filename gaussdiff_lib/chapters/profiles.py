@@ -1,5 +1,6 @@
-"""Profiles: named sets of notebook parameters (``profiles/<name>.yml``), shipped with the package beside the
-chapter templates (``notebooks/<chapter>.ipynb``) in ``gaussdiff_lib/chapters/``.
+"""Profiles: named sets of notebook parameters (``profiles/<name>.yml``, shipped in ``gaussdiff_lib/chapters/``)
+for the chapter templates (``notebooks/<chapter>.ipynb``, at the repository's top level; a wheel carries them as
+``gaussdiff_lib/chapters/notebooks/``, see :func:`templates`).
 
 A profile maps a notebook name to its parameters; its reserved ``experiments`` section names the trained networks
 the notebooks share (:mod:`gaussdiff_lib.chapters.runs`). Three ship: ``smoke`` (CI, about a minute a notebook),
@@ -13,17 +14,41 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["root", "project", "names", "load", "parameters", "defaults", "fill", "notebooks", "report_path",
+__all__ = ["root", "templates", "project", "names", "load", "parameters", "defaults", "fill", "notebooks", "report_path",
            "EXPERIMENTS"]
 
 EXPERIMENTS = "experiments"  # the reserved profile key holding the named runs
 
 
 def root() -> Path:
-    """The folder holding ``profiles/``, ``notebooks/`` and ``reports/``: the package's own copies
-    (``gaussdiff_lib/chapters``), or ``$GAUSSDIFF_ROOT`` (a folder with your own profiles and templates)."""
+    """The folder holding ``profiles/`` and ``reports/``: the package's own copies (``gaussdiff_lib/chapters``), or
+    ``$GAUSSDIFF_ROOT`` (a folder with your own profiles and templates, as ``gaussdiff new`` writes it)."""
     env = os.environ.get("GAUSSDIFF_ROOT")
     return Path(env) if env else Path(__file__).resolve().parent
+
+
+def templates() -> Path:
+    """The folder of chapter templates (``<chapter>.ipynb``).
+
+    - ``$GAUSSDIFF_ROOT/notebooks`` when ``$GAUSSDIFF_ROOT`` is set;
+    - in an installed wheel, ``gaussdiff_lib/chapters/notebooks`` (the build maps the repository's ``notebooks/``
+      there, see ``pyproject.toml``);
+    - in a source checkout (or an editable install of one), the repository's top-level ``notebooks/``, the only
+      copy there is.
+    """
+    env = os.environ.get("GAUSSDIFF_ROOT")
+    if env:
+        return Path(env) / "notebooks"
+    here = Path(__file__).resolve().parent
+    packaged = here / "notebooks"
+    if any(packaged.glob("*.ipynb")):
+        return packaged
+    checkout = here.parents[1] / "notebooks"
+    if any(checkout.glob("*.ipynb")):
+        return checkout
+    raise FileNotFoundError(f"no chapter templates: neither {packaged} (an installed wheel) nor {checkout} (a source "
+                            "checkout) holds any; reinstall gaussdiff, or set GAUSSDIFF_ROOT to a folder with "
+                            "notebooks/ and profiles/ (gaussdiff new CHAPTER FOLDER writes one)")
 
 
 def project() -> Path:
@@ -78,7 +103,7 @@ def parameters(notebook: str, profile: str) -> dict:
 
 def notebooks() -> list[Path]:
     """The chapter templates, sorted by name."""
-    return sorted((root() / "notebooks").glob("*.ipynb"))
+    return sorted(templates().glob("*.ipynb"))
 
 
 def defaults(notebook: str) -> dict:
@@ -86,7 +111,7 @@ def defaults(notebook: str) -> dict:
     import ast
     import json
 
-    path = root() / "notebooks" / f"{notebook}.ipynb"
+    path = templates() / f"{notebook}.ipynb"
     if not path.exists():
         raise ValueError(f"no notebook {notebook!r}; the notebooks are {[p.stem for p in notebooks()]}")
     cells = json.loads(path.read_text())["cells"]
