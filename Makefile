@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/gaussian_sampling.py
 	$(PY) benchmarks/empirical_memory.py
 	$(PY) benchmarks/linear_fit.py
+	$(PY) benchmarks/readme_example.py
 
 clean:
 	rm -rf _build book/*.ipynb
