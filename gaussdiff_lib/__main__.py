@@ -272,14 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="start here:\n" + "\n".join(f"  {line}" for line in (
             "# the profiles, the chapters and their parameters, the named runs",
             f"{PROG} list",
-            "# one chapter under the quick profile (about a minute; its numbers are not meaningful)",
+            "# one chapter under the smallest profile (its numbers are not meaningful)",
             f"{PROG} execute --only gaussian_shadow --profile smoke --out /tmp/smoke",
             "# a copy of a chapter to edit, and the command that runs the copy",
             f"{PROG} new gaussian_shadow mywork",
-            "# every chapter, as `make book` does (hours on a CPU)",
+            "# every chapter, as `make book` does (what it cost: `gaussdiff timings show` after a build)",
             f"{PROG} train --profile cpu --jobs auto && {PROG} execute --all --profile cpu --out book")) +
-        "\n\n" + _wrap("profiles: smoke (a minute a chapter, numbers not meaningful), cpu (the book, on a 2-core "
-                        "CPU), paper (the paper's settings, for a GPU)"))
+        "\n\n" + _wrap("profiles: smoke (the smallest scale that runs every cell, numbers not meaningful), cpu (the "
+                        "book, on a 2-core CPU), paper (the paper's settings, for a GPU)"))
     parser.add_argument("--version", action="version", version=f"gaussdiff {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     parser.commands = {}          # each command's own parser, for its usage and its one-line errors
@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "under a temporary name and moved into place when complete. chapters: " + ", ".join(chapters),
                  f"{PROG} execute --only gaussian_shadow --profile smoke --out /tmp/smoke",
                  f"{PROG} execute --only scale dataset_size --profile cpu --progress",
-                 f"{PROG} execute --all --profile cpu --out book --jobs auto   # every chapter: hours on a CPU",
+                 f"{PROG} execute --all --profile cpu --out book --jobs auto   # every chapter, as make book",
                  f"{PROG} execute --only dataset_size --profile paper --set dataset_size.sweep=dataset_size_cifar")
     ex.add_argument("--profile", default=None, help=f"{one_of} (default: cpu)")
     ex.add_argument("--only", nargs="+", metavar="CHAPTER", help="the chapters to run (names without .ipynb)")
@@ -549,7 +549,7 @@ def _new(args) -> int:
     root, out = shlex.quote(str(folder.resolve())), shlex.quote(str((folder / "out").resolve()))
     print(f"\nedit {folder / 'notebooks' / template.name} (in Jupyter: jupyter lab {shlex.quote(str(folder))}), "
           "then run your copy:")
-    print(f"  GAUSSDIFF_ROOT={root} {PROG} execute --only {chapter} --profile smoke --out {out}   # about a minute")
+    print(f"  GAUSSDIFF_ROOT={root} {PROG} execute --only {chapter} --profile smoke --out {out}   # the smallest scale")
     if args.profile != "smoke":
         print(f"  GAUSSDIFF_ROOT={root} {PROG} execute --only {chapter} --profile {args.profile} --out {out}")
     return 0

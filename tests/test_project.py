@@ -2,6 +2,7 @@
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -436,3 +437,35 @@ def test_the_top_level_is_the_promised_layout():
     assert sorted(setup["packages"]) == sorted([*packages, "gaussdiff_lib.chapters.notebooks"])
     assert setup["package-dir"] == {"gaussdiff_lib.chapters.notebooks": "notebooks"}
     assert setup["package-data"]["gaussdiff_lib.chapters.notebooks"] == ["*.ipynb"]
+
+
+_TYPED_TIME = re.compile(r"(?<![\w.{`$])(?:\d+(?:[.,]\d+)?\s*(?:seconds?|secs?|minutes?|mins?|hours?|hrs?|s|min|h)"
+                         r"|(?:a|an|one)\s+(?:minute|hour)|(?:two|few|several|a few)\s+(?:seconds|minutes|hours))"
+                         r"(?![\w-])", re.I)
+
+
+def test_no_typed_times_in_the_book_readme_profiles_or_cli():
+    """Issue 27, item 4: statements of time come from measurement (the build's time record, the scale chapter's
+    computed GPU-hours, the README example's benchmark record), never typed. This scans the prose that a reader takes
+    as fact: the book's pages, the chapter templates' markdown, README (apart from the paragraph rendered from the
+    benchmark record, which tests/test_readme.py ties to its record), CONTRIBUTING, the profiles and the CLI's help.
+    The pattern itself is checked on typed times it must catch and ordinals it must not."""
+    for typed in ("about a minute", "takes 40 s", "in 2 hours", "1.5 h", "90 min", "a few minutes"):
+        assert _TYPED_TIME.search(typed), typed
+    for fine in ("a second seed", "as", "{glue:text}`hours_128` hours", "8 hidden", "2 CPU cores"):
+        assert not _TYPED_TIME.search(fine), fine
+    texts = {p.name: p.read_text() for p in [ROOT / "CONTRIBUTING.md", *sorted((ROOT / "book").glob("*.md")),
+                                            *sorted(TEMPLATES.glob("profiles/*.yml"))]}
+    readme = (ROOT / "README.md").read_text()
+    begin, end = readme.index("<!-- readme-example-cost:"), readme.index("<!-- /readme-example-cost -->")
+    texts["README.md"] = readme[:begin] + readme[end:]
+    for path in NOTEBOOKS_DIR.glob("*.ipynb"):
+        texts[path.name] = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+                                     if c["cell_type"] == "markdown")
+    helps = [[]] + [[c] for c in ("list", "execute", "train", "new", "timings", "data", "assets")]
+    texts["gaussdiff --help"] = "\n".join(
+        subprocess.run([sys.executable, "-m", "gaussdiff_lib", *c, "--help"], capture_output=True, text=True,
+                       cwd=ROOT).stdout for c in helps)
+    found = [(name, m.group(0), line.strip()[:120]) for name, text in texts.items() for line in text.splitlines()
+             for m in _TYPED_TIME.finditer(line)]
+    assert not found, found

@@ -3,7 +3,7 @@ for the chapter templates (``notebooks/<chapter>.ipynb``, at the repository's to
 ``gaussdiff_lib/chapters/notebooks/``, see :func:`templates`).
 
 A profile maps a notebook name to its parameters; its reserved ``experiments`` section names the trained networks
-the notebooks share (:mod:`gaussdiff_lib.chapters.runs`). Three ship: ``smoke`` (CI, about a minute a notebook),
+the notebooks share (:mod:`gaussdiff_lib.chapters.runs`). Three ship: ``smoke`` (CI: the smallest scale that runs every cell),
 ``cpu`` (the book's default on a 2-core CPU) and ``paper`` (the paper's settings, for a GPU).
 :mod:`gaussdiff_lib.chapters.execute` runs the notebooks under a profile.
 """
