@@ -3,9 +3,10 @@
 The library: ``gd.data`` (loaders), ``gd.denoisers`` (Gaussian, multi-delta and network denoisers),
 ``gd.networks`` / ``gd.edm_networks`` (this project's UNet, ViT and affine map; EDM's DDPM++ / NCSN++),
 ``gd.training`` (EDM's loss, EMA, resumable runs), ``gd.checkpoints`` (NVIDIA's EDM pickles), ``gd.sampling``,
-``gd.linear_fit``, ``gd.metrics``, ``gd.stats`` (intervals, checks and verdicts), ``gd.compare`` (any denoisers
-against the Gaussian and multi-delta models of their data), ``gd.claims`` (the paper's claims as checks with
-negative and positive controls, for any denoisers), ``gd.convergence`` (criteria) and ``gd.cache``.
+``gd.linear_fit``, ``gd.metrics``, ``gd.stats`` (intervals, checks and verdicts), ``gd.adapters`` (diffusers
+networks, k-diffusion denoisers and checkpoints as denoisers D(x, sigma)), ``gd.compare`` (any denoisers against the
+Gaussian and multi-delta models of their data), ``gd.claims`` (the paper's claims as checks with negative and
+positive controls, for any denoisers), ``gd.convergence`` (criteria) and ``gd.cache``.
 
 The book's machinery lives apart, in :mod:`gaussdiff_lib.chapters` (named runs of a profile, train-or-load,
 comparisons, tables for the pages, the executor, plotting, widgets, offline assets, and the chapter templates
@@ -20,8 +21,8 @@ from ._version import __version__
 # every submodule is imported when first used (PEP 562): ``import gaussdiff_lib`` is cheap (no torch), so the
 # command line answers ``--version`` at once; ``gd.denoisers`` and ``from gaussdiff_lib import denoisers`` import
 # the module then
-_LIBRARY = ("cache", "checkpoints", "claims", "compare", "convergence", "data", "denoisers", "edm_networks",
-            "linear_fit", "metrics", "networks", "sampling", "stats", "training")
+_LIBRARY = ("adapters", "cache", "checkpoints", "claims", "compare", "convergence", "data", "denoisers",
+            "edm_networks", "linear_fit", "metrics", "networks", "sampling", "stats", "training")
 _LAZY = {**{name: f"gaussdiff_lib.{name}" for name in _LIBRARY},
          # the book's machinery
          "chapters": "gaussdiff_lib.chapters", "experiments": "gaussdiff_lib.experiments",
@@ -49,6 +50,6 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["cache", "checkpoints", "claims", "compare", "convergence", "data", "denoisers", "edm_networks", "linear_fit", "metrics",
-           "networks", "sampling", "stats", "training", "chapters", "experiments", "profiles", "plotting", "widgets",
-           "constraints", "__version__"]
+__all__ = ["adapters", "cache", "checkpoints", "claims", "compare", "convergence", "data", "denoisers", "edm_networks",
+           "linear_fit", "metrics", "networks", "sampling", "stats", "training", "chapters", "experiments", "profiles",
+           "plotting", "widgets", "constraints", "__version__"]

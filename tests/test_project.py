@@ -24,7 +24,13 @@ def _requirements(extras=("book", "test")):
 
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(meta["dependencies"]) + [r for e in extras for r in meta["optional-dependencies"][e]]
-    return [Requirement(r) for r in reqs]
+    out = []
+    for r in map(Requirement, reqs):          # an extra that names another of ours ("gaussdiff[diffusers]") brings its
+        if r.name == meta["name"]:            # requirements
+            out += [x for x in _requirements(tuple(r.extras)) if x not in out and x.name != meta["name"]]
+        elif r not in out:
+            out.append(r)
+    return out
 
 
 def _constraints() -> dict:
