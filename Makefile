@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/empirical_memory.py
 	$(PY) benchmarks/linear_fit.py
 	$(PY) benchmarks/readme_example.py
+	$(PY) benchmarks/diagnose.py
 
 clean:
 	rm -rf _build book/*.ipynb

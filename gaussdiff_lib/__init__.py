@@ -6,7 +6,8 @@ The library: ``gd.data`` (loaders), ``gd.denoisers`` (Gaussian, multi-delta and 
 ``gd.linear_fit``, ``gd.metrics``, ``gd.stats`` (intervals, checks and verdicts), ``gd.adapters`` (diffusers
 networks, k-diffusion denoisers and checkpoints as denoisers D(x, sigma)), ``gd.compare`` (any denoisers against the
 Gaussian and multi-delta models of their data), ``gd.claims`` (the paper's claims as checks with negative and
-positive controls, for any denoisers), ``gd.convergence`` (criteria) and ``gd.cache``.
+positive controls, for any denoisers), ``gd.diagnosis`` (``gd.diagnose``: one model against the Gaussian and
+memorizing optima of its own training set, σ by σ), ``gd.convergence`` (criteria) and ``gd.cache``.
 
 The book's machinery lives apart, in :mod:`gaussdiff_lib.chapters` (named runs of a profile, train-or-load,
 comparisons, tables for the pages, the executor, plotting, widgets, offline assets, and the chapter templates
@@ -22,7 +23,7 @@ from ._version import __version__
 # command line answers ``--version`` at once; ``gd.denoisers`` and ``from gaussdiff_lib import denoisers`` import
 # the module then
 _LIBRARY = ("adapters", "cache", "checkpoints", "claims", "compare", "convergence", "data", "denoisers",
-            "edm_networks", "linear_fit", "metrics", "networks", "sampling", "stats", "training")
+            "diagnosis", "edm_networks", "linear_fit", "metrics", "networks", "sampling", "stats", "training")
 _LAZY = {**{name: f"gaussdiff_lib.{name}" for name in _LIBRARY},
          # the book's machinery
          "chapters": "gaussdiff_lib.chapters", "experiments": "gaussdiff_lib.experiments",
@@ -38,6 +39,14 @@ def constraints() -> str:
     return str(Path(__file__).resolve().parent / "constraints.txt")
 
 
+def diagnose(model, train, heldout, **kwargs):
+    """Diagnose any diffusion model against the Gaussian and memorizing optima of its training set:
+    :func:`gaussdiff_lib.diagnosis.diagnose` (imported on first use)."""
+    from .diagnosis import diagnose as _diagnose
+
+    return _diagnose(model, train, heldout, **kwargs)
+
+
 def __getattr__(name: str):
     if name in _LAZY:
         module = importlib.import_module(_LAZY[name])
@@ -50,6 +59,6 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["adapters", "cache", "checkpoints", "claims", "compare", "convergence", "data", "denoisers", "edm_networks",
+__all__ = ["adapters", "cache", "checkpoints", "claims", "compare", "convergence", "data", "denoisers", "diagnosis", "edm_networks",
            "linear_fit", "metrics", "networks", "sampling", "stats", "training", "chapters", "experiments", "profiles",
-           "plotting", "widgets", "constraints", "__version__"]
+           "plotting", "widgets", "constraints", "diagnose", "__version__"]

@@ -23,6 +23,7 @@ import sys
 PROG = "gaussdiff"
 INTERRUPTED = {
     "execute": "interrupted; files already written are kept, notebooks being executed were not replaced",
+    "diagnose": "interrupted; the report was not written (a previous one in that folder is kept)",
     "train": "interrupted; files already written are kept, a run being trained resumes from its last checkpoint "
              "next time",
 }
@@ -276,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
             f"{PROG} execute --only gaussian_shadow --profile smoke --out /tmp/smoke",
             "# a copy of a chapter to edit, and the command that runs the copy",
             f"{PROG} new gaussian_shadow mywork",
+            "# your own model against the Gaussian and memorizing optima of its training set",
+            f"{PROG} diagnose ./my-diffusers-pipeline --train cifar10 --out diagnosis",
             "# every chapter, as `make book` does (what it cost: `gaussdiff timings show` after a build)",
             f"{PROG} train --profile cpu --jobs auto && {PROG} execute --all --profile cpu --out book")) +
         "\n\n" + _wrap("profiles: smoke (the smallest scale that runs every cell, numbers not meaningful), cpu (the "
@@ -369,6 +372,36 @@ def build_parser() -> argparse.ArgumentParser:
     nw.add_argument("--profile", default="cpu", help=f"{one_of}: the profile the printed next command runs under "
                                                      "(every profile is copied)")
     nw.add_argument("--force", action="store_true", help="overwrite files the folder already holds")
+
+    dg = command("diagnose", "diagnose a diffusion model against the Gaussian and memorizing optima of its training set",
+                 "Executes the report template (notebooks/tools/diagnose.ipynb) into the --out folder: diagnose.ipynb, "
+                 "diagnose.html and diagnose.json (every number with its interval, every check with its controls). "
+                 "MODEL is a diffusers save_pretrained folder (a pipeline with unet/ and scheduler/), an EDM "
+                 "checkpoint (.pkl, or a .pt export), or run:NAME for a trained run of --profile. The training images "
+                 "(--train) must be the set the model was trained on: the optima are built on all of them. The "
+                 "report states its measured cost before the long part starts.",
+                 f"{PROG} diagnose run:n16 --profile cpu --out diag-n16",
+                 f"{PROG} diagnose ./my-ddpm --train ~/data/cifar-10-python.tar.gz --heldout ~/data/cifar-test.npz "
+                 "--out diag",
+                 f"{PROG} diagnose ./tiny-unet --train digits --resolution 8 --setting smoke --out /tmp/d")
+    dg.add_argument("model", metavar="MODEL", help="a diffusers folder, an EDM .pkl/.pt, or run:NAME")
+    dg.add_argument("--train", default=None, help="the model's training images: a dataset name (fashion-mnist, "
+                                                  "digits, cifar10), an image folder, a .zip, .npz or .npy file "
+                                                  "(default: the run's own, for run:NAME)")
+    dg.add_argument("--heldout", default=None, help="images the model did not see, in the same forms (default: the "
+                                                    "test split of a named --train or of the CIFAR-10 archive, or "
+                                                    "the profile's held-out images for run:NAME)")
+    dg.add_argument("--resolution", type=int, default=None, help="resize the images to this size (default: as read)")
+    dg.add_argument("--n-train", type=int, default=None, help="a seeded subset of that many training images (only if "
+                                                              "the model was trained on exactly it; default: all)")
+    dg.add_argument("--profile", default="cpu", help=f"for run:NAME, the profile that defines the run; {one_of}")
+    dg.add_argument("--setting", default="full", choices=["smoke", "full"],
+                    help="the report's sizes: smoke (held-out images, latents and pairs cut to a minimum, so its "
+                         "intervals are wide) or full")
+    dg.add_argument("--seed", type=int, default=0, help="seed of the latents, the noise and the linearity pairs")
+    dg.add_argument("--out", default="diagnosis", help="the folder for diagnose.ipynb, .html and .json")
+    dg.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="a bar of the notebook's cells on stderr (default: when stderr is a terminal)")
     return parser
 
 
@@ -555,6 +588,21 @@ def _new(args) -> int:
     return 0
 
 
+def _diagnose(args) -> int:
+    from .chapters import report
+
+    profiles = _chapters_and_profiles()[1]
+    if args.profile not in profiles:
+        raise ValueError(f"unknown profile {args.profile!r}; choose one of {profiles}")
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    paths = report.run(args.model, args.out, train=args.train, heldout=args.heldout, resolution=args.resolution,
+                       n_train=args.n_train, profile=args.profile, setting=args.setting, seed=args.seed,
+                       progress=progress)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
 def _run(parser, args) -> int:
     if args.command == "list":
         _list(args.profile)
@@ -582,6 +630,8 @@ def _run(parser, args) -> int:
         return _train(args)
     elif args.command == "new":
         return _new(args)
+    elif args.command == "diagnose":
+        return _diagnose(args)
     else:
         return _execute(parser, args)
     return 0

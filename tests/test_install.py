@@ -43,8 +43,10 @@ def test_the_wheel_ships_templates_profiles_and_reports(installed):
     wheel, names, _ = installed
     for profile in ("smoke", "cpu", "paper"):
         assert f"gaussdiff_lib/chapters/profiles/{profile}.yml" in names
-    templates = {n for n in names if n.startswith("gaussdiff_lib/chapters/notebooks/") and n.endswith(".ipynb")}
+    templates = {n for n in names if n.startswith("gaussdiff_lib/chapters/notebooks/") and n.endswith(".ipynb")
+                 and n.count("/") == 3}
     assert {Path(n).stem for n in templates} == {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert "gaussdiff_lib/chapters/notebooks/tools/diagnose.ipynb" in names        # the report template
     assert "gaussdiff_lib/chapters/reports/paper_throughput_h200.json" in names
     # the pinned stack ships too (issue 27, item 6), the same bytes as the checkout's constraints.txt
     with zipfile.ZipFile(wheel) as z:

@@ -442,7 +442,7 @@ def test_the_top_level_is_the_promised_layout():
     packages = sorted(".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "gaussdiff_lib").rglob("__init__.py"))
     assert sorted(setup["packages"]) == sorted([*packages, "gaussdiff_lib.chapters.notebooks"])
     assert setup["package-dir"] == {"gaussdiff_lib.chapters.notebooks": "notebooks"}
-    assert setup["package-data"]["gaussdiff_lib.chapters.notebooks"] == ["*.ipynb"]
+    assert setup["package-data"]["gaussdiff_lib.chapters.notebooks"] == ["*.ipynb", "tools/*.ipynb"]
 
 
 _TYPED_TIME = re.compile(r"(?<![\w.{`$])(?:\d+(?:[.,]\d+)?\s*(?:seconds?|secs?|minutes?|mins?|hours?|hrs?|s|min|h)"

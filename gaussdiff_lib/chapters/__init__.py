@@ -9,7 +9,8 @@
 - :mod:`~gaussdiff_lib.chapters.plotting`, :mod:`~gaussdiff_lib.chapters.widgets`: figures and explorers;
 - :mod:`~gaussdiff_lib.chapters.assets`: the pinned scripts the offline book needs;
 - :mod:`~gaussdiff_lib.chapters.results`: the numbers each chapter quotes beside the paper's, as data;
-- :mod:`~gaussdiff_lib.chapters.timings`: the build's time record (what each phase, run and notebook cost).
+- :mod:`~gaussdiff_lib.chapters.timings`: the build's time record (what each phase, run and notebook cost);
+- :mod:`~gaussdiff_lib.chapters.report`: the diagnosis of one model as a report (``gaussdiff diagnose``).
 
 The templates (``notebooks/``), profiles (``profiles/``) and the measured reports the scale page reads
 (``reports/``) ship with the package, so an installed wheel runs the chapters from any folder.
@@ -18,7 +19,7 @@ The templates (``notebooks/``), profiles (``profiles/``) and the measured report
 import importlib
 
 __all__ = ["glue", "runs", "models", "compare", "tables", "profiles", "execute", "plotting", "widgets", "assets", "results",
-           "timings"]
+           "timings", "report"]
 
 
 def glue(name: str, value, display: bool = True):

@@ -206,6 +206,9 @@ def _with_gates(rows: list[Quoted], checks) -> list[Quoted]:
     by_name = {c.claim: c for c in checks}
     out = []
     for r in rows:
+        if not r.checks:              # a measurement no check rests on (a report's linearity curve): not tested
+            out.append(dataclasses.replace(r, reproduced="not tested"))
+            continue
         mine = [by_name[n] for n in r.checks]
         numbers = {c.number for c in mine}
         gates = [c for c in checks if c.kind == "gate" and c.number in numbers and c.claim not in r.checks]
