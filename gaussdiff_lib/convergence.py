@@ -23,6 +23,12 @@ drop it made from the first snapshot to the last. (A memorizer drives its traini
 relative to the final value, the rule for the held-out measures, would read noise on a near-zero number as
 movement.) :func:`assess` says which criterion certified a run (``regime``).
 
+A network that can *represent* D_G exactly, a linear (affine) denoising autoencoder at its one σ, has D_G as its
+optimum: its RMSE(D_theta, D_G) heads to zero, and a change relative to a near-zero final value again reads noise as
+movement. For such a run (``exact_gaussian``) that measure's change is taken relative to its whole drop from the
+first snapshot to the last, as the memorizer's training loss is, and the held-out loss as usual; the criterion met is
+named "linear".
+
 The same noisy held-out inputs are used at every snapshot, so the changes are changes of the network, not of
 the sample. :func:`assess` is the pure decision; :mod:`gaussdiff_lib.chapters.models` runs it on a profile's runs.
 """
@@ -156,15 +162,17 @@ def measure(D, G, images: torch.Tensor, fixed_sigma: float | None = None, seed: 
     return out
 
 
-def assess(points: list[dict], criterion: Criterion, total: int) -> dict:
+def assess(points: list[dict], criterion: Criterion, total: int, exact_gaussian: bool = False) -> dict:
     """The verdict from measured points (dicts with 'step' and each of :data:`MEASURES`, and optionally
     :data:`MEMORIZING_MEASURES`): per measure, the largest change over the window (relative to the final value,
     ``max_t |m(t) - m(T)| / |m(T)|``; absolute for the memorized fraction; for the training loss relative to its
     whole drop, ``max_t |m(t) - m(T)| / |m(first) - m(T)|``). Converged as a generalizing network
     when both of :data:`MEASURES` change by at most the tolerance; as a memorizer when the final memorized fraction
     is at least one half, the training loss changes by at most the tolerance and the memorized fraction by at most
-    :data:`COPIES_TOLERANCE`. ``regime`` names the criterion met ("generalizing", "memorizing" or None). Refuses
-    points that do not cover the window (never a silent 'converged')."""
+    :data:`COPIES_TOLERANCE`. With ``exact_gaussian`` (a model whose optimum is D_G itself, see the module
+    docstring) RMSE(D_theta, D_G) is judged relative to its whole drop, and the criterion met is "linear".
+    ``regime`` names the criterion met ("generalizing", "linear", "memorizing" or None). Refuses points that do not
+    cover the window (never a silent 'converged')."""
     by_step = {int(p["step"]): p for p in points}
     window = criterion.window_steps(total)
     missing = [s for s in window if s not in by_step]
@@ -178,7 +186,7 @@ def assess(points: list[dict], criterion: Criterion, total: int) -> dict:
         if m == "copies":
             changes[m] = max(abs(float(by_step[s][m]) - ref) for s in window)
             continue
-        if m == "train_loss":
+        if m == "train_loss" or (exact_gaussian and m == "rmse_gaussian"):
             drop = abs(float(first[m]) - ref)
             changes[m] = max(abs(float(by_step[s][m]) - ref) for s in window) / drop if drop > 0 else math.inf
             continue
@@ -188,6 +196,7 @@ def assess(points: list[dict], criterion: Criterion, total: int) -> dict:
     generalizing = all(changes[m] <= criterion.tolerance for m in MEASURES)
     memorizing = ("copies" in changes and "train_loss" in changes and float(final["copies"]) >= 0.5
                   and changes["train_loss"] <= criterion.tolerance and changes["copies"] <= COPIES_TOLERANCE)
-    regime = "generalizing" if generalizing else ("memorizing" if memorizing else None)
+    regime = ("linear" if exact_gaussian else "generalizing") if generalizing else \
+        ("memorizing" if memorizing else None)
     return {"changes": changes, "converged": generalizing or memorizing, "regime": regime, "window": list(window),
             "tolerance": criterion.tolerance}

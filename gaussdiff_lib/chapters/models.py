@@ -129,7 +129,8 @@ def certificate(r: Run | str, profile: str | None = None, device=None, progress:
     the criterion's snapshots, with the training loss and the memorized fraction of 64 samples from selection
     latents (the memorizing criterion), and returns {"run", "n", "steps", "epochs", "points" (one dict per measured
     step), "changes" (largest change of each measure over the window), "converged", "regime" ("generalizing",
-    "memorizing" or None), "window", "tolerance", "seconds" (what measuring took), "binding"}.
+    "memorizing", "linear" for a linear autoencoder, or None), "window", "tolerance", "seconds" (what measuring took),
+    "binding"}.
     The measurements are stored beside the run's weights, so they are taken once. The stored file is bound to its
     run (``binding``: the run's name and key, the hash of its options, the SHA-256 of each weights file measured,
     the library version, the measurement's specification): one copied from another run, written by hand, cut short
@@ -159,7 +160,7 @@ def certificate(r: Run | str, profile: str | None = None, device=None, progress:
     if path.exists():
         stored, why = _read_certificate(path, binding, r)
         if stored is not None:  # bound to this run and its files: the verdict is recomputed from its evidence
-            return {**base, "points": stored["points"], **assess(stored["points"], crit, r.steps),
+            return {**base, "points": stored["points"], **assess(stored["points"], crit, r.steps, exact_gaussian=r.arch == "linear"),
                     "seconds": stored.get("seconds"), "binding": binding}
         warnings.warn(f"{path.name} of run {r.name!r} is not used ({why}); measuring its snapshots again",
                       RuntimeWarning, stacklevel=2)
@@ -175,7 +176,7 @@ def certificate(r: Run | str, profile: str | None = None, device=None, progress:
             D = final if step == r.steps else model(r, snapshot=step, device=device, X=X)
             points.append({"step": step, "epoch": r.epoch(step),
                            **measure(D, G, held, fixed_sigma=r.fixed_sigma, seed=crit.seed, train=X, latents=z)})
-    result = {"points": points, **assess(points, crit, r.steps), "seconds": round(time.time() - t0, 3),
+    result = {"points": points, **assess(points, crit, r.steps, exact_gaussian=r.arch == "linear"), "seconds": round(time.time() - t0, 3),
               "binding": binding}
     _cache.write_text_atomic(path, json.dumps(result, indent=1))
     return {**base, **result}
@@ -314,7 +315,11 @@ def convergence_sentence(certs: list[dict]) -> str:
             f"training loss by at most {100 * tol:.0f}% of its drop over the run (a memorizer that has stopped memorizing "
             "more)")
     mem = [c["run"] for c in trained if c.get("regime") == "memorizing"]
-    how = f" ({len(mem)} of them as memorizers: {', '.join(mem)})" if mem else ""
+    lin = [c["run"] for c in trained if c.get("regime") == "linear"]
+    how = "; ".join([*([f"{len(mem)} of them as memorizers: {', '.join(mem)}"] if mem else []),
+                     *([f"{len(lin)} as linear models, whose RMSE(D_θ, D_G) heads for zero and is judged against its "
+                        f"drop over the run: {', '.join(lin)}"] if lin else [])])
+    how = f" ({how})" if how else ""
     if not bad:
         return f"All {len(trained)} trained networks of this chapter meet the convergence criterion{how}: {crit}."
     text = (f"{len(bad)} of the {len(trained)} trained networks of this chapter do not meet the convergence criterion "
