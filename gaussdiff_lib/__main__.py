@@ -383,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
                  f"{PROG} diagnose run:n16 --profile cpu --out diag-n16",
                  f"{PROG} diagnose ./my-ddpm --train ~/data/cifar-10-python.tar.gz --heldout ~/data/cifar-test.npz "
                  "--out diag",
-                 f"{PROG} diagnose ./tiny-unet --train digits --resolution 8 --setting smoke --out /tmp/d")
+                 f"{PROG} diagnose ./tiny-unet --train fashion-mnist --resolution 8 --n-train 512 --setting smoke "
+                 "--out /tmp/d")
     dg.add_argument("model", metavar="MODEL", help="a diffusers folder, an EDM .pkl/.pt, or run:NAME")
     dg.add_argument("--train", default=None, help="the model's training images: a dataset name (fashion-mnist, "
                                                   "digits, cifar10), an image folder, a .zip, .npz or .npy file "
@@ -392,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "test split of a named --train or of the CIFAR-10 archive, or "
                                                     "the profile's held-out images for run:NAME)")
     dg.add_argument("--resolution", type=int, default=None, help="resize the images to this size (default: as read)")
+    dg.add_argument("--scheduler", default=None, help="a diffusers scheduler folder, for a network folder saved "
+                                                      "without one (default: the pipeline's scheduler/)")
+    dg.add_argument("--value-range", default=None, metavar="LO,HI",
+                    help="the range float pixels of an array file lie in, e.g. 0,1 (default: read from the data)")
+    dg.add_argument("--n-heldout", type=int, default=None,
+                    help="held-out images that judge the distances (default: the setting's; the next images, at "
+                         "least two, fit the linear approximations)")
     dg.add_argument("--n-train", type=int, default=None, help="a seeded subset of that many training images (only if "
                                                               "the model was trained on exactly it; default: all)")
     dg.add_argument("--profile", default="cpu", help=f"for run:NAME, the profile that defines the run; {one_of}")
@@ -430,7 +438,7 @@ def main(argv=None) -> int:
     except RuntimeError as exc:  # --keep-going: some notebooks failed
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except (ValueError, OSError, KeyError) as exc:
+    except (ValueError, OSError, KeyError, ImportError) as exc:
         # a mistake in the command line or the profile, or missing data, a download that failed, a cache that
         # cannot be written: one line that says what to do (GAUSSDIFF_TRACEBACK=1 shows where it happened)
         if os.environ.get("GAUSSDIFF_TRACEBACK"):
@@ -595,9 +603,17 @@ def _diagnose(args) -> int:
     if args.profile not in profiles:
         raise ValueError(f"unknown profile {args.profile!r}; choose one of {profiles}")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
+    value_range = None
+    if args.value_range is not None:
+        try:
+            value_range = tuple(float(v) for v in args.value_range.split(","))
+            assert len(value_range) == 2
+        except (ValueError, AssertionError):
+            raise ValueError(f"--value-range takes LO,HI, e.g. 0,1; got {args.value_range!r}") from None
     paths = report.run(args.model, args.out, train=args.train, heldout=args.heldout, resolution=args.resolution,
                        n_train=args.n_train, profile=args.profile, setting=args.setting, seed=args.seed,
-                       progress=progress)
+                       progress=progress, scheduler=args.scheduler, value_range=value_range,
+                       n_heldout=args.n_heldout)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0

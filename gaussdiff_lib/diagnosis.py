@@ -196,6 +196,21 @@ def _calling_convention(D, x: torch.Tensor, sigma: float, name: str):
                      "as D(x, sigma) with x [B, C, H, W] and returns the clean-image estimate")
 
 
+def _declared_shape(D) -> tuple | None:
+    """The (channels, height, width) a model's own config declares, when it declares them (diffusers networks:
+    ``in_channels`` and ``sample_size``; EDM's: ``img_channels`` and ``img_resolution``); None otherwise."""
+    net = getattr(D, "net", D)
+    config = getattr(net, "config", None)
+    get = (lambda k: getattr(config, k, None) if not isinstance(config, dict) else config.get(k))
+    channels, size = get("in_channels"), get("sample_size")
+    if channels is None:
+        channels, size = getattr(net, "img_channels", None), getattr(net, "img_resolution", None)
+    if not isinstance(channels, int) or size is None:
+        return None
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    return channels, int(h), int(w)
+
+
 def _duplicates(train: torch.Tensor, heldout: torch.Tensor) -> int:
     """How many held-out images are exact copies of training images (a random projection finds candidates, the
     pixels confirm them)."""
@@ -328,7 +343,8 @@ def estimate_cost(D, train: torch.Tensor, heldout: torch.Tensor, levels, n_sampl
 
 def diagnose(model, train: torch.Tensor, heldout: torch.Tensor, levels=None, n_heldout: int = 256,
              n_samples: int = 64, n_pairs: int = 100, n_fit: int = 512, n_noise: int = 4, seed: int = 0,
-             untrained=None, device=None, progress: bool | None = None, name: str = "model") -> Report:
+             untrained=None, device=None, progress: bool | None = None, name: str = "model",
+             announce: bool | None = None) -> Report:
     """Diagnose one denoiser against the exact models of its own training set (see the module docstring).
 
     Args:
@@ -342,6 +358,8 @@ def diagnose(model, train: torch.Tensor, heldout: torch.Tensor, levels=None, n_h
         untrained: an untrained copy of the network for the negative control (default: made from ``model`` when it
             is a ``torch.nn.Module``, see :func:`gaussdiff_lib.claims.untrained`; pass ``False`` to skip it). When
             none can be made, the report says so and the model-free controls stand in.
+        progress: bars of the long steps; announce: print the cost timed on this machine before the long part
+            (default: as ``progress``).
     """
     from . import linear_fit, metrics, sampling
     from .adapters import as_denoiser
@@ -355,6 +373,12 @@ def diagnose(model, train: torch.Tensor, heldout: torch.Tensor, levels=None, n_h
     t_start = time.perf_counter()
     raw = as_denoiser(model)
     train, heldout = _images(train, "train"), _images(heldout, "heldout")
+    declared = _declared_shape(raw)
+    if declared is not None and tuple(train.shape[1:]) != declared:
+        c, h, w = declared
+        raise ValueError(f"{name} takes {c}-channel {h} × {w} images (its config), but the training images are "
+                         f"{tuple(train.shape[1:])} [C, H, W]; load them at that size (gd.data.load(..., "
+                         f"resolution={h}), or gaussdiff diagnose --resolution {h})")
     if train.shape[0] < 2:
         raise ValueError(f"train holds {train.shape[0]} image; D_M and the memorized fraction need at least 2")
     if train.shape[1:] != heldout.shape[1:]:
@@ -395,9 +419,15 @@ def diagnose(model, train: torch.Tensor, heldout: torch.Tensor, levels=None, n_h
     elif untrained is None:
         notes.append("the model is not a torch.nn.Module, so no untrained copy of it was made; the model-free "
                      "controls stand in for it")
+    lo_s, hi_s = getattr(raw, "sigma_min", None), getattr(raw, "sigma_max", None)
+    if lo_s is not None and hi_s is not None:
+        outside = [s for s in levels if not lo_s <= s <= hi_s]
+        notes.append(f"the model's schedule spans σ = {lo_s:.3g} ... {hi_s:.3g} ({getattr(raw, 'prediction_type', '?')} "
+                     "prediction)" + (f"; at σ = {', '.join(f'{s:.3g}' for s in outside)} it is asked at the nearest "
+                                      "end of its schedule, outside what it was trained on" if outside else ""))
     cost = estimate_cost(D, train, judge, levels, n_samples, n_pairs, fit.shape[0], draws,
                          controls=int(untrained not in (None, False)), device=device)
-    if _stats_progress(progress):
+    if _stats_progress(progress) if announce is None else announce:
         print(f"diagnose: N = {train.shape[0]:,} training images, d = {train[0].numel():,}; about "
               f"{cost['seconds']:.0f} s in the model and D_M ({cost['images']:,} images at "
               f"{cost['model_seconds_per_image'] * 1e3:.2f} and {cost['memorizer_seconds_per_image'] * 1e3:.2f} ms "
@@ -517,4 +547,7 @@ def _images(x, what: str) -> torch.Tensor:
     if lo < -1.01 or hi > 1.01:
         raise ValueError(f"{what} pixels span [{lo:.3g}, {hi:.3g}]; images must lie in [-1, 1] (gd.data's loaders "
                          "return that range; from 0..255 use x / 127.5 - 1)")
+    if lo >= 0 and x.shape[0] > 1:
+        raise ValueError(f"{what} pixels span [{lo:.3g}, {hi:.3g}], no negative value: images scaled to [0, 1]? "
+                         "diagnose expects [-1, 1] (x * 2 - 1), the range the model was trained in")
     return x

@@ -137,6 +137,8 @@ def test_bad_input_gets_a_clear_error(digits):
         gd.diagnose(G, X, (H + 1) * 127.5, progress=False, **SMALL)
     with pytest.raises(ValueError, match="3 of the 203 held-out images are copies of training images"):
         gd.diagnose(G, X, torch.cat([H, X[:3]]), progress=False, **SMALL)
+    with pytest.raises(ValueError, match=r"no negative value: images scaled to \[0, 1\]\?"):
+        gd.diagnose(G, (X + 1) / 2, (H + 1) / 2, progress=False, **SMALL)
     with pytest.raises(ValueError, match="train holds 1 image"):
         gd.diagnose(G, X[:1], H, progress=False, **SMALL)
     with pytest.raises(ValueError, match=r"returned Tensor \(2, 1, 4, 4\) for input \(2, 1, 8, 8\) at σ = "):
@@ -146,14 +148,18 @@ def test_bad_input_gets_a_clear_error(digits):
                     **SMALL)
 
 
+def _tiny_unet(diffusers):
+    torch.manual_seed(0)
+    return diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                                 layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
+
+
 def test_a_diffusers_folder_goes_end_to_end_through_the_command_line(tmp_path, capsys):
     """Issue 29's acceptance: a tiny randomly initialised UNet2DModel, saved with save_pretrained, diagnosed by
     `gaussdiff diagnose` in the smoke setting: the executed notebook, its HTML and a valid JSON record."""
     diffusers = pytest.importorskip("diffusers")
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
-                                 layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
-                                 up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
+    unet = _tiny_unet(diffusers)
     diffusers.DDPMPipeline(unet=unet, scheduler=diffusers.DDPMScheduler()).save_pretrained(tmp_path / "tiny")
     out = tmp_path / "report"
     assert main(["diagnose", str(tmp_path / "tiny"), "--train", "digits", "--setting", "smoke", "--out",
@@ -170,10 +176,37 @@ def test_a_diffusers_folder_goes_end_to_end_through_the_command_line(tmp_path, c
     assert page.count("<img src=\"data:image/png;base64,") >= 3 and "Where the model stands" in page
 
 
-def test_the_command_line_names_what_is_missing(tmp_path, capsys):
-    assert main(["diagnose", str(tmp_path / "nothing-here"), "--train", "digits", "--out", str(tmp_path)]) != 0
-    err = capsys.readouterr().err
-    assert "nothing-here" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+def test_the_command_line_names_what_is_missing_before_the_report_starts(tmp_path, capsys, monkeypatch):
+    """Each mistake gets one line naming it, before any notebook runs (papermill replaced by a stub that fails)."""
+    import papermill
+
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("the report started"))
+    (tmp_path / "m").mkdir()
+    cases = [(["diagnose", str(tmp_path / "nothing-here"), "--train", "digits"], "nothing-here"),
+             (["diagnose", str(tmp_path / "m")], "needs the model's training images: --train"),
+             (["diagnose", str(tmp_path / "m"), "--train", "digit"], "'digit' is neither a dataset name"),
+             (["diagnose", "run:nope", "--profile", "smoke"], "no run 'nope' in the smoke profile"),
+             (["diagnose", str(tmp_path / "m"), "--train", "digits", "--value-range", "0"], "--value-range takes")]
+    for argv, message in cases:
+        assert main([*argv, "--out", str(tmp_path / "out")]) != 0
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_a_model_is_diagnosed_at_the_size_it_takes(tmp_path):
+    """A diffusers network declares its input size: images of another size are refused with the fix, not measured
+    silently (a user who forgot --resolution); a network folder saved without its scheduler loads with one given."""
+    diffusers = pytest.importorskip("diffusers")
+    unet = _tiny_unet(diffusers)
+    unet.save_pretrained(tmp_path / "unet")
+    diffusers.DDPMScheduler(prediction_type="v_prediction").save_pretrained(tmp_path / "scheduler")
+    D, X, H, _ = gd.chapters.report.load_inputs(str(tmp_path / "unet"), "digits", scheduler=str(tmp_path / "scheduler"))
+    assert D.prediction_type == "v_prediction"
+    with pytest.raises(ValueError, match=r"takes 1-channel 8 × 8 images \(its config\), but the training images are "
+                                         r"\(1, 4, 4\).*--resolution 8"):
+        gd.diagnose(D, X[:, :, :4, :4], H[:, :, :4, :4], progress=False, **SMALL)
+    rep = gd.diagnose(D, X, H, progress=False, **SMALL)
+    assert any("schedule spans σ = " in n and "v_prediction" in n for n in rep.notes), rep.notes
 
 
 def test_the_books_small_and_large_set_networks_get_different_verdicts():
@@ -201,4 +234,5 @@ def test_the_report_template_is_a_clean_template():
     assert len(params) == 1
     names = {line.split("=")[0].strip() for line in "".join(params[0]["source"]).splitlines()
              if "=" in line and not line.startswith("#")}
-    assert names == {"model", "train", "heldout", "resolution", "n_train", "profile", "setting", "seed"}
+    assert names == {"model", "train", "heldout", "resolution", "n_train", "profile", "setting", "seed", "scheduler",
+                     "value_range", "n_heldout"}

@@ -38,7 +38,8 @@ def template() -> Path:
 
 
 def load_inputs(model: str, train: str | None = None, heldout: str | None = None, resolution: int | None = None,
-                n_train: int | None = None, profile: str = "cpu", n_heldout: int = 1024, device=None):
+                n_train: int | None = None, profile: str = "cpu", n_heldout: int = 1024, device=None,
+                scheduler: str | None = None, value_range: tuple | None = None):
     """The denoiser, its training images and held-out images, from the strings a command line gives.
 
     ``model``: ``run:NAME`` (a run of ``profile``, trained or loaded from the cache: its training images and the
@@ -46,8 +47,9 @@ def load_inputs(model: str, train: str | None = None, heldout: str | None = None
     path (a diffusers folder, a ``.pkl`` / ``.pt`` checkpoint). ``train`` / ``heldout``: a dataset name
     (:data:`gaussdiff_lib.data.DATASETS`) or a path :func:`gaussdiff_lib.data.load_path` reads; ``heldout``
     defaults to the test split of a named training set; ``n_heldout`` of its images are read. ``n_train`` keeps a
-    seeded subset (it must be the set the model was trained on: D_G and D_M are built on it). Returns (denoiser,
-    train images, held-out images, label).
+    seeded subset (it must be the set the model was trained on: D_G and D_M are built on it). ``scheduler``: a
+    diffusers scheduler folder, for a network folder saved without one. ``value_range``: the range float pixels of an
+    array file lie in, e.g. (0, 1). Returns (denoiser, train images, held-out images, label).
     """
     from .. import data
     from ..adapters import as_denoiser
@@ -65,18 +67,19 @@ def load_inputs(model: str, train: str | None = None, heldout: str | None = None
     if train is None:
         raise ValueError("diagnose needs the model's training images: --train DATASET or PATH (the set it was "
                          "trained on; D_G and D_M are built on it)")
-    D = as_denoiser(model) if device is None else as_denoiser(model, device=device)
-    X = data.load_any(train, split="train", resolution=resolution, n=n_train)
+    options = {**({"device": device} if device is not None else {}), **({"scheduler": scheduler} if scheduler else {})}
+    D = as_denoiser(model, **options)
+    X = _load(train, "train", resolution=resolution, n=n_train, value_range=value_range)
     heldout = train if heldout is None else heldout
     if heldout == train and not _has_test_split(train):
         raise ValueError(f"{train} has no test split (only named datasets and the CIFAR-10 python archive do): pass "
                          "--heldout with images the model did not see")
     # the test split where the source has one (a named set, the CIFAR-10 archive); other layouts have no splits
-    H = data.load_any(heldout, split="test", resolution=X.shape[-1])[:n_heldout]
+    H = _load(heldout, "test", resolution=X.shape[-1], value_range=value_range)[:n_heldout]
     return D, X, H, Path(str(model).rstrip("/")).name or str(model)
 
 
-def diagnose_run(run: str, profile: str, setting: str = "full", seed: int = 0, progress: bool | None = None):
+def diagnose_run(run: str, profile: str, setting: str = "full", seed: int = 0, progress: bool | None = False):
     """:func:`gaussdiff_lib.diagnosis.diagnose` of one of a profile's trained runs, on its own training images and the
     profile's held-out images, at one of the report's :data:`SETTINGS` (the page "Diagnose your own model")."""
     if setting not in SETTINGS:
@@ -170,31 +173,64 @@ def sample_rows(report, n: int = 10) -> dict:
 
 def run(model: str, out: str | os.PathLike, train: str | None = None, heldout: str | None = None,
         resolution: int | None = None, n_train: int | None = None, profile: str = "cpu", setting: str = "full",
-        seed: int = 0, timeout: int = 7200, progress: bool | None = None) -> dict:
+        seed: int = 0, timeout: int = 7200, progress: bool | None = None, scheduler: str | None = None,
+        value_range: tuple | None = None, n_heldout: int | None = None) -> dict:
     """Execute the report template on one model into ``out``: ``diagnose.ipynb`` (executed), ``diagnose.html``
-    and ``diagnose.json`` (the results record). Returns {"notebook", "html", "json"} paths."""
-    import papermill
+    and ``diagnose.json`` (the results record). The inputs are checked before the notebook starts; with
+    ``progress`` the notebook's own output (the announced cost, the notes) is shown as it runs. Returns
+    {"notebook", "html", "json"} paths."""
+    try:
+        import papermill
+    except ImportError:
+        raise ImportError('gaussdiff diagnose executes a notebook and needs the book stack: pip install '
+                          '"gaussdiff[book]" (papermill, ipykernel)') from None
+    from .. import data
 
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; choose one of {sorted(SETTINGS)}")
+    if str(model).startswith("run:"):
+        from .runs import runs as _runs
+
+        if model[4:] not in _runs(profile):
+            raise ValueError(f"no run {model[4:]!r} in the {profile} profile (gaussdiff list --profile {profile} "
+                             "names them)")
+    elif train is None:
+        raise ValueError("diagnose needs the model's training images: --train DATASET or PATH (the set it was "
+                         "trained on; D_G and D_M are built on it)")
+    for what, source in (("--train", train), ("--heldout", heldout), ("--scheduler", scheduler)):
+        if source is not None and source not in data.DATASETS and not Path(source).expanduser().exists():
+            raise FileNotFoundError(f"{what} {source!r} is neither a dataset name ({', '.join(sorted(data.DATASETS))})"
+                                    " nor an existing file or folder")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     target = out / "diagnose.ipynb"
     params = {"model": str(model), "train": train, "heldout": heldout, "resolution": resolution, "n_train": n_train,
-              "profile": profile, "setting": setting, "seed": seed}
+              "profile": profile, "setting": setting, "seed": seed, "scheduler": scheduler,
+              "value_range": list(value_range) if value_range is not None else None, "n_heldout": n_heldout}
     if not str(model).startswith(("run:", "http://", "https://")):
         params["model"] = str(Path(model).expanduser().resolve())      # the notebook runs in ``out``
         if not Path(params["model"]).exists():
             raise FileNotFoundError(f"no model at {params['model']}: pass a diffusers folder, an EDM .pkl or .pt "
                                     "checkpoint, or run:NAME")
-    for key in ("train", "heldout"):
+    for key in ("train", "heldout", "scheduler"):
         value = params[key]
         if value is not None and not _named(value):
             params[key] = str(Path(value).expanduser().resolve())
     partial = out / ".diagnose.partial.ipynb"
+    if progress:                  # the notebook's own output, as it runs: the announced cost, the notes
+        import logging
+        import sys
+
+        log = logging.getLogger("papermill")
+        if not log.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            log.addHandler(handler)
+        log.setLevel(logging.INFO)
     try:
         papermill.execute_notebook(str(template()), str(partial), parameters=params, kernel_name="python3",
-                                   progress_bar=bool(progress), execution_timeout=timeout, cwd=str(out))
+                                   progress_bar=False, log_output=bool(progress), stdout_file=None,
+                                   execution_timeout=timeout, cwd=str(out))
     except papermill.PapermillExecutionError as err:
         raise RuntimeError(f"the report failed in cell {err.exec_count}: {err.ename}: {err.evalue} (the partly "
                            f"executed notebook is {partial})") from None
@@ -208,6 +244,18 @@ def run(model: str, out: str | os.PathLike, train: str | None = None, heldout: s
     (out / "diagnose.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     to_html(target, out / "diagnose.html")
     return {"notebook": target, "html": out / "diagnose.html", "json": out / "diagnose.json"}
+
+
+def _load(source: str, split: str, resolution=None, n=None, value_range=None):
+    """Images from a dataset name or a path, with an error that names both kinds when it is neither."""
+    from .. import data
+
+    if source not in data.DATASETS and not Path(source).expanduser().exists():
+        raise FileNotFoundError(f"{source!r} is neither a dataset name ({', '.join(sorted(data.DATASETS))}) nor an "
+                                "existing file or folder")
+    if source in data.DATASETS or value_range is None:
+        return data.load_any(source, split=split, resolution=resolution, n=n)
+    return data.load_path(source, resolution=resolution, n=n, split=split, value_range=value_range)
 
 
 def _has_test_split(source: str) -> bool:
