@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import stats as _stats
-from ._checks import positive_int
+from ._checks import as_images, positive_int, show_progress
 from .compare import INTERMEDIATE
 
 __all__ = ["diagnose", "Report", "estimate_cost", "copy_weights", "model_free_controls", "BANDS", "REGIMES",
@@ -427,7 +427,7 @@ def diagnose(model, train: torch.Tensor, heldout: torch.Tensor, levels=None, n_h
                                       "end of its schedule, outside what it was trained on" if outside else ""))
     cost = estimate_cost(D, train, judge, levels, n_samples, n_pairs, fit.shape[0], draws,
                          controls=int(untrained not in (None, False)), device=device)
-    if _stats_progress(progress) if announce is None else announce:
+    if show_progress(progress) if announce is None else announce:
         print(f"diagnose: N = {train.shape[0]:,} training images, d = {train[0].numel():,}; about "
               f"{cost['seconds']:.0f} s in the model and D_M ({cost['images']:,} images at "
               f"{cost['model_seconds_per_image'] * 1e3:.2f} and {cost['memorizer_seconds_per_image'] * 1e3:.2f} ms "
@@ -529,20 +529,12 @@ def diagnose(model, train: torch.Tensor, heldout: torch.Tensor, levels=None, n_h
     return Report(levels, per_level, bands, linear, samples_out, summary, checks, controls, cost, name, keys, notes)
 
 
-def _stats_progress(progress) -> bool:
-    from ._checks import show_progress
-
-    return show_progress(progress)
-
-
 def _images(x, what: str) -> torch.Tensor:
+    """Images for a diagnosis: a tensor (named for what reads them), checked by :func:`as_images`, in [-1, 1]."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{what} must be a tensor of images [N, C, H, W] in [-1, 1] (gd.data.load or "
                         f"gd.data.load_path read them), got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[0] == 0:
-        raise ValueError(f"{what} must be images [N, C, H, W] with N ≥ 1, got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{what} holds NaN or infinite pixels")
+    x = as_images(x, what)
     lo, hi = float(x.min()), float(x.max())
     if lo < -1.01 or hi > 1.01:
         raise ValueError(f"{what} pixels span [{lo:.3g}, {hi:.3g}]; images must lie in [-1, 1] (gd.data's loaders "
