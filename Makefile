@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/linear_fit.py
 	$(PY) benchmarks/readme_example.py
 	$(PY) benchmarks/diagnose.py
+	$(PY) benchmarks/training_cost.py
 
 clean:
 	rm -rf _build book/*.ipynb

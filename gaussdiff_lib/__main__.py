@@ -43,7 +43,7 @@ def shard(names: list[str], spec: str) -> list[str]:
 
 def _cost(r) -> float:
     """A rough relative cost of training a run (for scheduling the longest first, and the ETA)."""
-    if r.checkpoint:
+    if r.checkpoint or getattr(r, "part_of", ""):  # published weights; or a longer run's training serves it
         return 0.0
     width = 1.0 if r.arch == "linear" else r.channels ** 1.5
     return r.steps * r.batch_size * (r.resolution or 32) ** 2 * width
@@ -121,7 +121,8 @@ class _Progress:
         if row["trained"]:
             self.seconds_per_cost.append((row["seconds"], _cost(self.table[name])))
         state = {True: "converged", False: "NOT converged", None: "published weights"}[row["converged"]]
-        how = f"trained, {row.get('steps') or self.table[name].steps} steps" if row["trained"] else "cached"
+        how = (f"trained, {row.get('steps') or self.table[name].steps} steps" if row["trained"] else
+               f"part of {row['part_of']}" if row.get("part_of") else "cached")
         now = self.running()
         print(f"[{len(self.done)}/{len(self.names)}] {name}: {row['seconds']:.0f} s ({how}), {state}; "
               f"{_duration(self.elapsed())} elapsed, ETA {self.eta()}"
@@ -135,6 +136,27 @@ def _train_worker_init() -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
+
+
+def _estimate(table, names, n_jobs, args) -> int:
+    """``train --estimate``: the projected cost of training ``names`` (:mod:`gaussdiff_lib.chapters.cost`)."""
+    from .chapters import cost
+
+    # a run that is part of a longer one is trained by it: that run is trained too, even when not named
+    names = list(dict.fromkeys([table[n].part_of for n in names if table[n].part_of] + names))
+    runs_ = [table[n] for n in names]
+    rows = cost.project(runs_, cost.probe(runs_, jobs=n_jobs, device=args.device))
+    text, totals = cost.table(rows, n_jobs, order=names)
+    width = max(len(t[0]) for t in text)
+    print(f"{'run':<{width}}  {'steps':>8}  {'training':>16}  {'certificate':>11}")
+    for name, steps, train_s, cert_s in text:
+        print(f"{name:<{width}}  {steps:>8}  {train_s:>16}  {cert_s:>11}")
+    hours = lambda s: f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"  # noqa: E731
+    print(f"projected: training {hours(totals['training'])} and certificates {hours(totals['certificates'])} of "
+          f"compute; with {n_jobs} process{'es' if n_jobs > 1 else ''} (longest first) the training phase takes about "
+          f"{hours(totals['wall'])} wall-clock on this machine, if nothing is cached. Not counted: loading data, "
+          "writing weights, other work on the machine", flush=True)
+    return 0
 
 
 def _train(args) -> int:
@@ -158,6 +180,8 @@ def _train(args) -> int:
         print(f"[{args.shard}] {name}: n={r.n} {r.arch} channels={r.channels} steps={r.steps}", flush=True)
     if args.dry_run:
         return 0
+    if args.estimate:
+        return _estimate(table, names, n_jobs, args)
     threads = max(1, (os.cpu_count() or 1) // n_jobs) if n_jobs > 1 else 0
     work = [(args.profile, name, args.device, threads) for name in names]
     t0 = time.time()
@@ -348,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "Prints a line per run as it ends, with the runs done, the time elapsed and an ETA.",
                  f"{PROG} train --profile cpu --jobs auto", f"{PROG} train --profile smoke --runs n8 n512",
                  f"{PROG} train --profile paper --shard 0/4 --device cuda:0   # a quarter of the runs on GPU 0",
-                 f"{PROG} train --profile cpu --sweep dataset_size --dry-run")
+                 f"{PROG} train --profile cpu --sweep dataset_size --dry-run",
+                 f"{PROG} train --profile cpu --jobs auto --estimate   # what training will cost on this machine")
     tr.add_argument("--profile", default="cpu", help=one_of)
     tr.add_argument("--runs", nargs="*", help="run names (default: every run of the profile)")
     tr.add_argument("--sweep", nargs="*", help="train the runs of these sweeps instead (default: none)")
@@ -357,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--jobs", default="1", help="training processes: a number, or 'auto' (1 on a GPU, up to 2 on "
                                                  "a CPU, each with its share of the cores)")
     tr.add_argument("--dry-run", action="store_true", help="list this shard's runs without training")
+    tr.add_argument("--estimate", action="store_true", help="time a few steps of each distinct network here and "
+                                                            "project each run's training and certificate and the "
+                                                            "phase's wall-clock with --jobs; trains nothing")
     tr.add_argument("--timings", default=None, metavar="FILE", help="add each run's seconds and the training phase "
                                                                     "to this time record (default: none)")
 

@@ -531,3 +531,65 @@ def test_fit_tables_show_each_fit_s_sampling_facts():
     assert gd.experiments.image_limit(a.info[:1], 400, 0.05) == "no level is limited by the 400 images"
     with pytest.raises(ValueError, match="same noise levels"):
         gd.experiments.fit_rows({"large": a, "other": SimpleNamespace(info=a.info[:1])})
+
+
+def test_a_run_that_is_part_of_a_longer_one_is_that_run_s_snapshot(project, monkeypatch, tmp_path):
+    """Issue 26 (share work between runs): a run with ``part_of`` is the longer run's EMA weights at its own steps,
+    so a run and its longer control cost one training. Oracles: the same recipe trained on its own for those steps
+    (training depends on the total only through the warm-up, which the shorter run takes from the longer one), and
+    the longer run trained in one go."""
+    project({"defaults": {"dataset": "digits", "resolution": 8, "channels": 4, "steps": 6, "batch_size": 8,
+                          "lr": 2e-3},
+             "runs": {"alone": {"n": 32, "warmup": 2}, "short": {"n": 32, "part_of": "long"},
+                      "long": {"n": 32, "steps": 12, "warmup": 2}}})
+    short, long_ = gd.experiments.run("short", "tiny"), gd.experiments.run("long", "tiny")
+    assert short.warmup_steps == 2 and short.trained_as == "long" and long_.trained_as == "long"
+    assert {6, *short.measured_steps} <= set(long_.kept_steps) and long_.measured_steps == (6, 12)
+    steps = []                                                   # optimizer steps taken, one loss each
+    real = gd.training.edm_loss
+    monkeypatch.setattr(gd.training, "edm_loss", lambda *a, **k: steps.append(1) or real(*a, **k))
+    D = gd.experiments.model("short", "tiny", progress=False)
+    assert len(steps) == 6 and D.run.name == "short" and D.step == 6 and D.epoch == pytest.approx(6 * 8 / 32)
+    alone = gd.experiments.model("alone", "tiny", progress=False)
+    for k, v in alone.net.state_dict().items():                  # bit for bit the 6-step run's EMA weights
+        torch.testing.assert_close(D.net.state_dict()[k], v, rtol=0, atol=0)
+    L = gd.experiments.model("long", "tiny", progress=False)
+    assert len(steps) == 6 + 6 + 6 and L.step == 12              # the longer run continued from step 6
+    X = gd.experiments.training_set("long", "tiny")
+    one_go = gd.training.train(gd.chapters.models.network(long_, X), X, steps=12, batch_size=8, lr=2e-3, seed=0,
+                               warmup_steps=2, snapshot_steps=long_.kept_steps, run_dir=tmp_path / "one-go",
+                               progress=False)
+    for k, v in one_go.net.state_dict().items():
+        torch.testing.assert_close(L.net.state_dict()[k], v, rtol=0, atol=0)
+    assert any((a - b).abs().max() > 0 for a, b in zip(L.net.parameters(), D.net.parameters()))
+    again = gd.experiments.model("short", "tiny", progress=False)   # now read from the finished run: no training
+    assert len(steps) == 18 + 12
+    for k, v in D.net.state_dict().items():
+        torch.testing.assert_close(again.net.state_dict()[k], v, rtol=0, atol=0)
+    early = gd.experiments.model("short", "tiny", snapshot=3, progress=False)
+    assert early.step == 3 and early.run.name == "short" and all(row["step"] <= 3 for row in early.stats)
+    cert = gd.experiments.certificate("short", "tiny")
+    assert [p["step"] for p in cert["points"]] == [3, 6] and set(cert["binding"]["files"]) == {"3", "6"}
+    assert cert["binding"]["files"]["6"] == gd.data.file_hash(L.run_dir / "snapshot-00000006.pt")
+    row = gd.chapters.models.train_job(("tiny", "short", None, 0))
+    assert row["part_of"] == "long" and row["training_seconds"] is None and not row["trained"]
+    table = gd.chapters.timings.tables({"runs": [row]})[0][2][0]
+    assert "part of long" in table
+    with pytest.raises(ValueError, match="until = 12 needs a snapshot at or before it and must stop before"):
+        gd.experiments.model("long", "tiny", snapshot=6, until=12)
+
+
+@pytest.mark.parametrize("runs, msg", [
+    ({"s": {"n": 4, "part_of": "nope"}}, r"part_of 'nope' names no run of the profile"),
+    ({"s": {"n": 4, "part_of": "m"}, "m": {"n": 4, "part_of": "l"}, "l": {"n": 4, "steps": 4000}},
+     r"part_of 'm' is itself part of 'l'; name the run that is trained, 'l'"),
+    ({"s": {"n": 4, "part_of": "l"}, "l": {"n": 4}}, r"its 2000 steps must be fewer than the 2000 of 'l'"),
+    ({"s": {"n": 4, "part_of": "l"}, "l": {"n": 4, "steps": 4000, "lr": 1e-3}}, r"differs from 'l' in \['lr'\]"),
+    ({"s": {"n": 4, "part_of": "l", "warmup": 200}, "l": {"n": 4, "steps": 4000}},
+     r"warmup 200 differs from the 400 warm-up steps of 'l'"),
+    ({"s": {"n": 4, "warmup": 0}}, r"warmup must be a positive integer or null, got 0"),
+])
+def test_part_of_definitions_that_cannot_share_a_training_are_named(project, runs, msg):
+    project({"runs": runs})
+    with pytest.raises(ValueError, match=msg):
+        gd.experiments.runs("tiny")

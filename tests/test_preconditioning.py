@@ -190,7 +190,7 @@ def test_profile_runs_take_precond_and_vit(tmp_path, monkeypatch):
 
     r = gd.chapters.runs._make("v", "x", {"n": 8, "arch": "vit", "channels": 16, "num_blocks": 2, "patch": 4,
                                       "resolution": 8, "fixed_sigma": 1.0})
-    net = gd.chapters.models._network(r, torch.zeros(8, 1, 8, 8))
+    net = gd.chapters.models.network(r, torch.zeros(8, 1, 8, 8))
     assert isinstance(net, ViT) and net.config["patch"] == 4 and net.config["depth"] == 2
     assert gd.chapters.runs._make("b", "x", {"n": 8, "precond": "VP"}).precond == "vp"
     with pytest.raises(ValueError, match="run 'b'.*unknown preconditioning"):

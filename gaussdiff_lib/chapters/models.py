@@ -14,11 +14,11 @@ from tqdm.auto import tqdm
 from .._checks import as_device, show_progress
 from .runs import Run, as_run, heldout_set, section, sweep, training_set
 
-__all__ = ["model", "models", "gaussian", "certificate", "certificates", "train_job", "convergence_rows",
+__all__ = ["network", "model", "models", "gaussian", "certificate", "certificates", "train_job", "convergence_rows",
            "convergence_sentence", "convergence_gates", "LicenseNotice"]
 
 
-def _network(r: Run, X: torch.Tensor):
+def network(r: Run, X: torch.Tensor):
     """The run's network, initialised from its seed, sized for its images X."""
     from ..networks import make
 
@@ -27,7 +27,7 @@ def _network(r: Run, X: torch.Tensor):
 
 
 def model(r: Run | str, profile: str | None = None, snapshot: int | None = None, device=None,
-          progress: bool | None = None, X: torch.Tensor | None = None):
+          progress: bool | None = None, X: torch.Tensor | None = None, until: int | None = None):
     """Train a run, or load it from the cache, and return its EMA denoiser (an ``EDMDenoiser``).
 
     Args:
@@ -36,6 +36,9 @@ def model(r: Run | str, profile: str | None = None, snapshot: int | None = None,
         device: where to train and evaluate (default: CUDA when present).
         progress: show the training progress bar (None: unless ``$GAUSSDIFF_PROGRESS`` is 0).
         X: the run's training set when the caller already holds it (skips reloading).
+        until: with ``snapshot``, train only as far as this step when the run is not finished yet (a checkpoint is
+            kept there, and asking for the run later continues from it). A run that is ``part_of`` a longer one
+            trains that run this way, so asking for the shorter run costs only its own steps.
 
     The result carries ``.run`` (this :class:`~gaussdiff_lib.chapters.runs.Run`), ``.step`` and ``.epoch`` besides the training log.
     """
@@ -50,14 +53,24 @@ def model(r: Run | str, profile: str | None = None, snapshot: int | None = None,
     device = as_device(device) if device is not None else default_device()
     if r.checkpoint:
         return _published(r, device)
+    if r.part_of:  # the longer run's weights at this run's steps: one training serves both
+        from .runs import run as _run
+
+        den = model(_run(r.part_of, r.profile), snapshot=r.steps if snapshot is None else int(snapshot), device=device,
+                    progress=progress, X=X, until=r.steps)
+        den.run, den.step, den.epoch = r, den.step, r.epoch(den.step)
+        return den
     if X is not None and X.shape[0] != r.n:
         raise ValueError(f"X holds {X.shape[0]} images but run {r.name!r} trains on n = {r.n}; pass the run's own "
                          "training set (gd.experiments.training_set) or leave X out")
+    if until is not None and (snapshot is None or not int(snapshot) <= int(until) < r.steps):
+        raise ValueError(f"until = {until} needs a snapshot at or before it and must stop before the run's {r.steps} "
+                         f"steps (run {r.name!r}, snapshot {snapshot})")
     X = training_set(r) if X is None else X
     def train_or_load():  # a fresh network each time: the run's key is that of its initial weights
-        return train(_network(r, X), X, steps=r.steps, batch_size=r.batch_size, lr=r.lr, ema=r.ema, seed=r.seed,
+        return train(network(r, X), X, steps=r.steps, batch_size=r.batch_size, lr=r.lr, ema=r.ema, seed=r.seed,
                      snapshot_steps=r.kept_steps, fixed_sigma=r.fixed_sigma, precond=r.precond, device=device,
-                     progress=progress, cache=True, accumulate=r.accumulate)
+                     progress=progress, cache=True, accumulate=r.accumulate, warmup_steps=r.warmup, until=until)
 
     den = train_or_load()
     if snapshot is not None:
@@ -193,7 +206,8 @@ def _certificate_binding(r: Run, run_dir, spec: str) -> dict:
     from ..data import file_hash
 
     options = json.loads((run_dir / "options.json").read_text())
-    files = {str(step): file_hash(run_dir / ("final.pt" if step == r.steps else f"snapshot-{step:08d}.pt"))
+    files = {str(step): file_hash(run_dir / ("final.pt" if step == r.steps and not r.part_of
+                                             else f"snapshot-{step:08d}.pt"))
              for step in r.measured_steps}
     return {"run": r.name, "key": options.get("key"), "options": _cache.digest(options, version=False),
             "files": files, "library": __version__, "spec": spec}
@@ -232,7 +246,8 @@ def train_job(job: tuple) -> dict:
 
     Returns the run's row of the build's time record (:mod:`gaussdiff_lib.chapters.timings`): ``name``,
     ``seconds`` (this call, wall-clock), ``converged``, ``trained`` (its weights were written by this call, not
-    loaded from the cache), ``training_seconds`` (the training time its log recorded, whenever it was trained),
+    loaded from the cache), ``training_seconds`` (the training time its log recorded, whenever it was trained; None
+    for a run that is part of a longer one, with ``part_of`` naming it, whose row holds the training),
     ``certificate_seconds`` (the time its certificate took when measured) and ``steps``."""
     import time
 
@@ -246,8 +261,10 @@ def train_job(job: tuple) -> dict:
     cert = certificate(name, profile, device=device, progress=False)
     run_dir = getattr(den, "run_dir", None)
     trained = bool(getattr(den, "trained", False))  # set by training: False when the cache served the weights
+    part_of = as_run(name, profile).part_of
     return {"name": name, "seconds": round(time.time() - t0, 1), "converged": cert["converged"], "trained": trained,
-            "training_seconds": run_seconds(run_dir) if run_dir is not None else None,
+            "training_seconds": run_seconds(run_dir) if run_dir is not None and not part_of else None,
+            **({"part_of": part_of} if part_of else {}),
             "certificate_seconds": cert.get("seconds"), "steps": cert.get("steps")}
 
 

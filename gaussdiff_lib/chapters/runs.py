@@ -32,7 +32,10 @@ recipe (``steps``, ``batch_size``, ``lr``, ``ema``, ``seed``, ``accumulate`` = m
 changes memory, not the run, ``precond`` = ``edm`` or the baselines ``ve`` /
 ``vp`` of Karras et al. 2022, Table 1, optional ``fixed_sigma`` for a
 denoising autoencoder at one noise level, ``snapshots`` = steps whose EMA weights are kept, the
-paper's training-time checkpoints; ``ema`` is EDM's half-life in training images, ramped up). Every trained
+paper's training-time checkpoints; ``ema`` is EDM's half-life in training images, ramped up; ``warmup`` = the
+learning rate's warm-up steps, by default min(500, steps // 10)). A run with ``part_of: <run>`` is not trained on
+its own: it is that longer run's EMA weights at its own ``steps`` (the same data, network and recipe, checked), so a
+run and its longer control cost one training. Every trained
 run also keeps the snapshots its convergence criterion measures, and :func:`~gaussdiff_lib.chapters.models.certificate` says whether it
 converged. :func:`~gaussdiff_lib.chapters.models.model` trains a run or loads it from the cache; runs are
 keyed by content, so a sweep and a chapter asking for the same run share one trained network.
@@ -86,7 +89,19 @@ class Run:
     checkpoint: str = ""
     checkpoint_sha256: str = ""
     accumulate: int = 1
+    warmup: int | None = None
+    part_of: str = ""
     convergence: Criterion | None = None
+
+    @property
+    def warmup_steps(self) -> int:
+        """The steps over which the learning rate ramps up: ``warmup``, or training's default min(500, steps // 10)."""
+        return self.warmup if self.warmup is not None else min(500, max(1, self.steps // 10))
+
+    @property
+    def trained_as(self) -> str:
+        """The name of the run whose training produces this run's weights: its ``part_of`` run, or itself."""
+        return self.part_of or self.name
 
     @property
     def measured_steps(self) -> tuple[int, ...]:
@@ -150,7 +165,8 @@ _KINDS = {"n": ("int", 4096), "dataset": ("str", "fashion-mnist"), "resolution":
           "steps": ("int", 2000), "batch_size": ("int", 64), "lr": ("float", 1e-3), "ema": ("float0", 500000),
           "seed": ("int0", 0), "snapshots": ("ints", [100, 500]), "fixed_sigma": ("float?", 1.5),
           "precond": ("str", "edm"), "patch": ("int", 2), "checkpoint": ("str", "edm-cifar10.pkl"),
-          "checkpoint_sha256": ("str", "<64 hexadecimal digits>"), "accumulate": ("int", 1)}
+          "checkpoint_sha256": ("str", "<64 hexadecimal digits>"), "accumulate": ("int", 1),
+          "warmup": ("int?", 300), "part_of": ("str", "n16384-long")}
 _KIND_WORDS = {"int": "a positive integer", "int?": "a positive integer or null", "int0": "an integer >= 0",
                "str": "a string", "mult": "a list of integers or a string like '1,2'",
                "float": "a number > 0", "float0": "a number >= 0", "float?": "a number > 0 or null",
@@ -190,7 +206,8 @@ def _make(name: str, profile: str, fields: dict, conv: Criterion | None = None) 
         _check_type(name, profile, key, value)
     try:
         fields["n"] = positive_int(fields["n"], "n")
-        for key in ("steps", "batch_size", "channels", "num_blocks", "patch", "accumulate"):
+        for key in ("steps", "batch_size", "channels", "num_blocks", "patch", "accumulate") + (
+                ("warmup",) if fields.get("warmup") is not None else ()):
             if key in fields:
                 fields[key] = positive_int(fields[key], key)
         fields["snapshots"] = tuple(sorted({positive_int(s, "snapshot step") for s in fields.get("snapshots") or ()}))
@@ -243,7 +260,48 @@ def runs(profile: str) -> dict[str, Run]:
     if not isinstance(table, dict) or not all(isinstance(v, dict) or v is None for v in table.values()):
         raise ValueError(f"profiles/{profile}.yml: experiments.runs must map run names to field maps")
     conv = criterion(profile)
-    return {str(name): _make(str(name), profile, {**defaults, **(fields or {})}, conv) for name, fields in table.items()}
+    made = {str(name): _make(str(name), profile, {**defaults, **(fields or {})}, conv) for name, fields in table.items()}
+    return _join_parts(made, profile)
+
+
+# fields in which a run that is the first steps of another (``part_of``) may differ from it
+_PART_FREE = {"name", "steps", "snapshots", "part_of", "warmup", "convergence"}
+
+
+def _join_parts(made: dict[str, Run], profile: str) -> dict[str, Run]:
+    """Resolve ``part_of``: a run that names another is that run's EMA weights at its own ``steps`` (one training
+    serves both, e.g. a run and its longer control). Checks that the two are the same training up to that step (the
+    same data, network and recipe; the learning-rate warm-up is the longer run's) and adds the shorter run's final,
+    measured and snapshot steps to the longer run's snapshots."""
+    extra: dict[str, set[int]] = {}
+    for name, r in made.items():
+        if not r.part_of:
+            continue
+        where = f"profiles/{profile}.yml, run {name!r}: part_of {r.part_of!r}"
+        parent = made.get(r.part_of)
+        if parent is None:
+            raise ValueError(f"{where} names no run of the profile; name one of {sorted(made)}")
+        if parent.part_of:
+            raise ValueError(f"{where} is itself part of {parent.part_of!r}; name the run that is trained, "
+                             f"{parent.part_of!r}")
+        if r.checkpoint or parent.checkpoint:
+            raise ValueError(f"{where}: a published checkpoint is not trained here and has no earlier steps")
+        if r.steps >= parent.steps:
+            raise ValueError(f"{where}: its {r.steps} steps must be fewer than the {parent.steps} of {r.part_of!r} "
+                             "(it is that run's weights at an earlier step)")
+        differ = [f.name for f in dataclasses.fields(Run)
+                  if f.name not in _PART_FREE and getattr(r, f.name) != getattr(parent, f.name)]
+        if differ:
+            raise ValueError(f"{where}: it differs from {r.part_of!r} in {differ}; a run that is part of another "
+                             "shares its data, network and recipe, and differs only in steps and snapshots")
+        if r.warmup is not None and r.warmup != parent.warmup_steps:
+            raise ValueError(f"{where}: warmup {r.warmup} differs from the {parent.warmup_steps} warm-up steps of "
+                             f"{r.part_of!r}, whose training it is; leave warmup out or make them equal")
+        made[name] = dataclasses.replace(r, warmup=parent.warmup_steps)
+        extra.setdefault(r.part_of, set()).update({r.steps, *made[name].kept_steps})
+    for name, steps in extra.items():
+        made[name] = dataclasses.replace(made[name], snapshots=tuple(sorted(set(made[name].snapshots) | steps)))
+    return made
 
 
 def run(name: str, profile: str) -> Run:

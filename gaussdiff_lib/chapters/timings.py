@@ -180,7 +180,8 @@ def tables(data: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     if runs:
         rows = [[r["name"], f"{r.get('steps') or '':,}" if r.get("steps") else "",
                  _secs(r.get("training_seconds")), _secs(r.get("certificate_seconds")),
-                 "trained" if r.get("trained") else "cached", _secs(r.get("seconds")),
+                 "trained" if r.get("trained") else f"part of {r['part_of']}" if r.get("part_of") else "cached",
+                 _secs(r.get("seconds")),
                  {True: "yes", False: "no", None: "published weights"}.get(r.get("converged"), "")] for r in runs]
         out.append(("Every run: its training and certificate as recorded when made, and this build's time",
                     ["run", "steps", "training", "certificate", "this build", "this build's time", "converged"], rows))
