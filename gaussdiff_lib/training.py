@@ -500,7 +500,9 @@ def _train_loop(net, X, run_dir, key, options, device, progress, checkpoint_ever
                 j = int((~torch.isfinite(losses)).nonzero()[0])
                 raise FloatingPointError(f"training diverged at step {done - len(window) + 1 + j} (loss "
                                          f"{losses[j].item()}); lower lr (now {lr})")
-        if done % log_every == 0 or done == steps:
+        # an entry at every interval, at the end, where a chunk stops and at every snapshot (a shorter run read from a
+        # snapshot, ``part_of`` another, has its loss logged up to its own last step)
+        if done % log_every == 0 or done == steps or done == stop or done in snapshot_steps:
             entry = {"step": done, "loss": losses.mean().item(), "lr": opt.param_groups[0]["lr"],
                      "seconds": round(time.time() - t0, 3)}
             stats.append(entry)

@@ -90,6 +90,33 @@ def test_execute_names_each_notebook_by_its_absolute_path(papermill_calls, tmp_p
     assert f"is up to date: {target}" in capsys.readouterr().out
 
 
+def test_a_prose_change_re_executes_only_the_chapter_it_touches(papermill_calls, tmp_path, monkeypatch, capsys):
+    """Issue 26, item 4: a rebuild with nothing changed executes nothing, and a sentence changed in one chapter's
+    template re-executes that chapter alone (its key holds the template; the others' keys do not)."""
+    import json
+    import shutil
+
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "notebooks", project / "notebooks")
+    shutil.copytree(ROOT / "gaussdiff_lib" / "chapters" / "profiles", project / "profiles")
+    monkeypatch.setenv("GAUSSDIFF_ROOT", str(project))
+    out = str(tmp_path / "book")
+    assert main(["execute", "--all", "--profile", "smoke", "--out", out]) == 0
+    assert len(papermill_calls) == len(gd.profiles.notebooks())
+    papermill_calls.clear()
+    assert main(["execute", "--all", "--profile", "smoke", "--out", out]) == 0
+    assert papermill_calls == []
+    template = project / "notebooks" / "dataset_size.ipynb"
+    nb = json.loads(template.read_text())
+    prose = next(c for c in nb["cells"] if c["cell_type"] == "markdown")
+    prose["source"] = [*prose["source"], "\n\nA sentence added to the prose."]
+    template.write_text(json.dumps(nb, indent=1))
+    capsys.readouterr()
+    assert main(["execute", "--all", "--profile", "smoke", "--out", out]) == 0
+    assert [s.name for s, _ in papermill_calls] == ["dataset_size.ipynb"]
+    assert capsys.readouterr().out.count("is up to date") == len(gd.profiles.notebooks()) - 1
+
+
 def test_a_profile_alone_still_runs_every_chapter_and_says_so(papermill_calls, tmp_path, capsys):
     """The chosen rule: no chapter and no profile shows the usage; an explicit --profile (what `make notebooks`
     runs) keeps meaning every chapter, with a note that --all says so explicitly."""

@@ -550,6 +550,7 @@ def test_a_run_that_is_part_of_a_longer_one_is_that_run_s_snapshot(project, monk
     monkeypatch.setattr(gd.training, "edm_loss", lambda *a, **k: steps.append(1) or real(*a, **k))
     D = gd.experiments.model("short", "tiny", progress=False)
     assert len(steps) == 6 and D.run.name == "short" and D.step == 6 and D.epoch == pytest.approx(6 * 8 / 32)
+    assert D.stats and D.stats[-1]["step"] == 6                  # its loss is logged up to its own last step
     alone = gd.experiments.model("alone", "tiny", progress=False)
     for k, v in alone.net.state_dict().items():                  # bit for bit the 6-step run's EMA weights
         torch.testing.assert_close(D.net.state_dict()[k], v, rtol=0, atol=0)
@@ -564,6 +565,7 @@ def test_a_run_that_is_part_of_a_longer_one_is_that_run_s_snapshot(project, monk
     assert any((a - b).abs().max() > 0 for a, b in zip(L.net.parameters(), D.net.parameters()))
     again = gd.experiments.model("short", "tiny", progress=False)   # now read from the finished run: no training
     assert len(steps) == 18 + 12
+    assert again.stats[-1]["step"] == 6 and all(row["step"] <= 6 for row in again.stats)
     for k, v in D.net.state_dict().items():
         torch.testing.assert_close(again.net.state_dict()[k], v, rtol=0, atol=0)
     early = gd.experiments.model("short", "tiny", snapshot=3, progress=False)
