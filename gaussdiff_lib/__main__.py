@@ -142,9 +142,7 @@ def _estimate(table, names, n_jobs, args) -> int:
     """``train --estimate``: the projected cost of training ``names`` (:mod:`gaussdiff_lib.chapters.cost`)."""
     from .chapters import cost
 
-    # a run that is part of a longer one is trained by it: that run is trained too, even when not named
-    names = list(dict.fromkeys([table[n].part_of for n in names if table[n].part_of] + names))
-    runs_ = [table[n] for n in names]
+    runs_ = [table[n] for n in names]   # a run part of a longer one not named here trains it up to its own steps
     rows = cost.project(runs_, cost.probe(runs_, jobs=n_jobs, device=args.device))
     text, totals = cost.table(rows, n_jobs, order=names)
     width = max(len(t[0]) for t in text)

@@ -504,7 +504,7 @@ def _train_loop(net, X, run_dir, key, options, device, progress, checkpoint_ever
         # snapshot, ``part_of`` another, has its loss logged up to its own last step)
         if done % log_every == 0 or done == steps or done == stop or done in snapshot_steps:
             entry = {"step": done, "loss": losses.mean().item(), "lr": opt.param_groups[0]["lr"],
-                     "seconds": round(time.time() - t0, 3)}
+                     "seconds": round(time.time() - t0, 3), "from": start}
             stats.append(entry)
             window = []
             bar.set_postfix(loss=f"{entry['loss']:.4f}")

@@ -16,7 +16,7 @@ PROFILE = {"experiments": {
     "defaults": {"dataset": "digits", "resolution": 8, "channels": 4, "steps": 6, "batch_size": 8, "lr": 2e-3},
     "runs": {"a": {"n": 32}, "a-seed1": {"n": 32, "seed": 1}, "wide": {"n": 32, "channels": 8},
              "short": {"n": 32, "part_of": "long"}, "long": {"n": 32, "steps": 12, "warmup": 1},
-             "dae": {"n": 32, "fixed_sigma": 0.5}}}}
+             "dae": {"n": 32, "fixed_sigma": 0.5}, "few": {"n": 4}, "dae-few": {"n": 4, "fixed_sigma": 0.5}}}}
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_certificate_images_count_the_network_passes_a_certificate_makes(tiny, m
     """Oracle: every image the run's network denoises while its certificate is measured, counted at the network."""
     from gaussdiff_lib.denoisers import EDMDenoiser
 
-    for name in ("a", "dae", "short"):
+    for name in ("a", "dae", "short", "few", "dae-few"):        # n = 4 < 8 images: the training loss sees 4
         gd.experiments.model(name, "tiny", progress=False)      # trained first, so only the certificate is counted
         seen = []
         real = EDMDenoiser.forward
@@ -66,7 +66,7 @@ def test_certificate_images_count_the_network_passes_a_certificate_makes(tiny, m
 def test_projection_prices_each_run_by_its_network_and_shares_probes(tiny):
     probes = cost.probe(tiny.values(), jobs=1, progress=False)
     keys = {cost.probe_key(r) for r in tiny.values()}
-    assert set(probes) == keys and len(keys) == 3                # a, a-seed1, short and long share one network
+    assert set(probes) == keys and len(keys) == 3                # a, a-seed1, short, long, few share one network
     assert all(p["step"] > 0 and p["forward"] > 0 for p in probes.values())
     rows = {r["name"]: r for r in cost.project(tiny.values(), probes)}
     p = probes[cost.probe_key(tiny["a"])]
@@ -86,5 +86,11 @@ def test_estimate_trains_nothing_and_projects_the_build(tiny, capsys):
     assert main(["train", "--profile", "tiny", "--runs", "short", "a", "--estimate"]) == 0
     out = capsys.readouterr().out
     assert "timing 1 distinct networks" in out and "projected: training" in out and "wall-clock" in out
-    assert "long" in out                                       # the longer run that trains 'short' is counted
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split() and line.split()[0] in tiny}
+    # asked for alone, 'short' trains its longer run only as far as its own 6 steps: priced at them, 'long' absent
+    assert set(rows) == {"short", "a"} and rows["short"][1] == "6" and rows["short"][2] != "in"
+    assert main(["train", "--profile", "tiny", "--runs", "short", "long", "--estimate"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()
+            if line.split() and line.split()[0] in tiny}
+    assert rows["short"][2:4] == ["in", "long"] and rows["long"][1] == "12"
     assert not list((Path(gd.cache.cache_root()) / "runs").glob("*/final.pt"))

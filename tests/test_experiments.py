@@ -581,6 +581,35 @@ def test_a_run_that_is_part_of_a_longer_one_is_that_run_s_snapshot(project, monk
         gd.experiments.model("long", "tiny", snapshot=6, until=12)
 
 
+def test_a_shorter_run_trained_first_is_counted_once_and_its_snapshot_rebuilt(project, monkeypatch, tmp_path):
+    """The shorter run asked for first trains the longer run's first steps; the time record says so, and the longer
+    run's row counts both starts of its training (each start's clock begins at zero). A corrupt snapshot of the
+    unfinished longer run is rebuilt by training again, to the same weights."""
+    import json
+
+    monkeypatch.setenv("GAUSSDIFF_CACHE", str(tmp_path / "cache"))     # nothing trained by an earlier test
+    project({"defaults": {"dataset": "digits", "resolution": 8, "channels": 4, "steps": 6, "batch_size": 8,
+                          "lr": 2e-3},
+             "runs": {"short": {"n": 32, "part_of": "long"}, "long": {"n": 32, "steps": 12, "warmup": 2}}})
+    first = gd.chapters.models.train_job(("tiny", "short", None, 0))
+    assert first["trained"] and first["part_of"] == "long" and first["training_seconds"] is None
+    D = gd.experiments.model("short", "tiny", progress=False)
+    snap = D.run_dir / "snapshot-00000006.pt"
+    snap.write_bytes(snap.read_bytes()[:100])                       # cut short
+    with pytest.warns(RuntimeWarning, match="rebuilding it"):
+        again = gd.experiments.model("short", "tiny", progress=False)
+    for k, v in D.net.state_dict().items():
+        torch.testing.assert_close(again.net.state_dict()[k], v, rtol=0, atol=0)
+    second = gd.chapters.models.train_job(("tiny", "long", None, 0))
+    log = [json.loads(line) for line in (D.run_dir / "stats.jsonl").read_text().splitlines()]
+    ends = {}
+    for entry in log:                                                # each start's clock begins at zero
+        ends[entry["from"]] = entry["seconds"]
+    assert set(ends) == {0, 6}                                       # started at 0, resumed at 6
+    assert second["trained"] and second["training_seconds"] == pytest.approx(sum(ends.values()))
+    assert second["training_seconds"] > log[-1]["seconds"]
+
+
 @pytest.mark.parametrize("runs, msg", [
     ({"s": {"n": 4, "part_of": "nope"}}, r"part_of 'nope' names no run of the profile"),
     ({"s": {"n": 4, "part_of": "m"}, "m": {"n": 4, "part_of": "l"}, "l": {"n": 4, "steps": 4000}},

@@ -34,7 +34,7 @@ def probe_key(r) -> tuple:
 def certificate_images(r) -> int:
     """Images one network pass sees while a run's convergence certificate is measured
     (:func:`gaussdiff_lib.convergence.measure` at each measured step): the loss levels on the held-out and on as many
-    training images, RMSE(D, D_G) on the held-out images at each intermediate level, and (not for a one-level
+    training images (all of them when there are fewer), RMSE(D, D_G) on the held-out images at each intermediate level, and (not for a one-level
     autoencoder) the Euler samples of the memorized fraction, 10 steps from 64 latents."""
     from ..convergence import INTERMEDIATE, LOSS_LEVELS
     from ..sampling import edm_sigmas
@@ -42,11 +42,12 @@ def certificate_images(r) -> int:
     if r.convergence is None or r.checkpoint:
         return 0
     images = r.convergence.images
+    train = min(r.n, images)                                 # the training loss is taken on at most n images
     if r.fixed_sigma is not None:
-        per_point = 3 * images
+        per_point = 2 * images + train
     else:
         rmse_levels = [s for s in edm_sigmas(10)[:-1].tolist() if INTERMEDIATE[0] <= s <= INTERMEDIATE[1]]
-        per_point = 2 * len(LOSS_LEVELS) * images + len(rmse_levels) * images + 10 * min(64, images)
+        per_point = len(LOSS_LEVELS) * (images + train) + len(rmse_levels) * images + 10 * min(64, images)
     return per_point * len(r.measured_steps)
 
 
@@ -131,16 +132,20 @@ def probe(runs, jobs: int = 1, device=None, progress: bool = True) -> dict[tuple
 
 def project(runs, probes: dict) -> list[dict]:
     """One row per run: ``name``, ``steps``, ``training`` (seconds: steps x the probe's step; 0 for a run that is
-    ``part_of`` another, whose training is that run's), ``certificate`` (seconds: :func:`certificate_images` x the
-    probe's forward pass) and ``part_of``."""
+    ``part_of`` another of ``runs``, whose training is that run's; a run whose longer run is not among ``runs`` trains
+    that run as far as its own steps, as ``train`` does), ``certificate`` (seconds: :func:`certificate_images` x the
+    probe's forward pass) and ``part_of`` (empty when the run pays its own steps)."""
+    runs = list(runs)
+    names = {r.name for r in runs}
     rows = []
     for r in runs:
         if r.checkpoint:
             rows.append({"name": r.name, "steps": 0, "training": 0.0, "certificate": 0.0, "part_of": ""})
             continue
         p = probes[probe_key(r)]
-        rows.append({"name": r.name, "steps": r.steps, "training": 0.0 if r.part_of else r.steps * p["step"],
-                     "certificate": certificate_images(r) * p["forward"], "part_of": r.part_of})
+        shared = r.part_of if r.part_of in names else ""
+        rows.append({"name": r.name, "steps": r.steps, "training": 0.0 if shared else r.steps * p["step"],
+                     "certificate": certificate_images(r) * p["forward"], "part_of": shared})
     return rows
 
 

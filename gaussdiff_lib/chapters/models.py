@@ -76,7 +76,7 @@ def model(r: Run | str, profile: str | None = None, snapshot: int | None = None,
     if snapshot is not None:
         from ..cache import CorruptFileError
 
-        stats = den.stats
+        stats, trained = den.stats, bool(getattr(den, "trained", False))
         try:
             den = load_run(den.run_dir, snapshot=int(snapshot), device=device)
         except CorruptFileError as exc:  # removed, then rebuilt by training to that step again
@@ -84,9 +84,14 @@ def model(r: Run | str, profile: str | None = None, snapshot: int | None = None,
 
             warnings.warn(f"{exc}; rebuilding it", RuntimeWarning, stacklevel=2)
             (den.run_dir / f"snapshot-{int(snapshot):08d}.pt").unlink()
+            if until is not None and not (den.run_dir / "final.pt").exists():
+                # an unfinished run resumes past the snapshot: start it again (training is deterministic per step)
+                for old in den.run_dir.glob("checkpoint-*.pt"):
+                    old.unlink()
             train_or_load()
             den = load_run(den.run_dir, snapshot=int(snapshot), device=device)
         den.stats = [s for s in stats if s["step"] <= int(snapshot)]
+        den.trained = trained
     den.run = r
     den.step = r.steps if snapshot is None else int(snapshot)
     den.epoch = r.epoch(den.step)

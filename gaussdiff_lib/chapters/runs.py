@@ -343,7 +343,7 @@ def as_run(r: Run | str, profile: str | None) -> Run:
 
 _DATA_FIELDS = ("dataset", "n", "offset", "subset_seed", "resolution")
 _TRAINING_FIELDS = ("arch", "channels", "channel_mult", "num_blocks", "dropout", "patch", "steps", "batch_size", "lr",
-                    "ema", "seed", "precond", "fixed_sigma")
+                    "ema", "seed", "precond", "fixed_sigma", "warmup_steps")
 
 
 def check_same_training(rs, vary=()) -> str:

@@ -14,21 +14,22 @@ def training_plan(profile: str, throughput: dict) -> list[dict]:
     """Per run of ``profile``: images to train on and the time it takes at a measured throughput.
 
     ``throughput`` is the report of ``benchmarks/paper_throughput.py`` (``{"configs": {config_key: {"img_per_s",
-    "peak_gib", "params"}}}``); runs that load a published checkpoint cost nothing. Hours are for one GPU of the
+    "peak_gib", "params"}}}``); runs that load a published checkpoint cost nothing, and so does a run that is
+    ``part_of`` a longer one (0 steps of its own; ``part_of`` names the run whose training it is). Hours are for one GPU of the
     measured kind; data-parallel training on k GPUs divides them by about k.
     """
     configs = throughput.get("configs", {})
     rows = []
     for r in runs(profile).values():
         row = {"run": r.name, "dataset": r.dataset, "n": r.n, "arch": r.arch if not r.checkpoint else "published",
-               "channels": r.channels, "steps": 0 if r.checkpoint else r.steps,
-               "mimg": 0.0 if r.checkpoint else r.steps * r.batch_size / 1e6,
+               "channels": r.channels, "steps": 0 if r.checkpoint or r.part_of else r.steps,
+               "mimg": 0.0 if r.checkpoint or r.part_of else r.steps * r.batch_size / 1e6, "part_of": r.part_of,
                "epochs": None if r.checkpoint else r.epochs}
         measured = configs.get(r.config_key, {}) if not r.checkpoint else {}
         row["img_per_s"] = measured.get("img_per_s")
         row["peak_gib"] = measured.get("peak_gib")
         row["params"] = measured.get("params")
-        row["hours"] = 0.0 if r.checkpoint else (row["mimg"] * 1e6 / row["img_per_s"] / 3600
+        row["hours"] = 0.0 if r.checkpoint or r.part_of else (row["mimg"] * 1e6 / row["img_per_s"] / 3600
                                                  if row["img_per_s"] else None)
         rows.append(row)
     return rows

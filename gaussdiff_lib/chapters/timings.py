@@ -116,19 +116,24 @@ def set_items(path: str | Path, section: str, rows: list[dict]) -> dict:
 
 
 def run_seconds(run_dir: str | Path) -> float | None:
-    """The training seconds a run's own log recorded (its last entry; from its last start if it was resumed), or
-    None for a folder without a log."""
+    """The training seconds a run's own log recorded, or None for a folder without a log. Each start of training
+    (the first, and every resumption: a chunk trained ``until`` a step, an interrupted run) counts its clock from
+    zero and marks its entries with the step it started from (``from``), so the total is the sum of each start's
+    last entry (a log written before entries were marked counts its last entry only)."""
     log = Path(run_dir) / "stats.jsonl"
     if not log.exists():
         return None
-    for line in reversed(log.read_text().splitlines()):
+    last: dict = {}
+    for line in log.read_text().splitlines():
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue
         if isinstance(entry, dict) and "seconds" in entry:
-            return float(entry["seconds"])
-    return None
+            last[entry.get("from", "unmarked")] = float(entry["seconds"])
+    if "unmarked" in last and len(last) > 1:
+        last.pop("unmarked")
+    return sum(last.values()) if last else None
 
 
 def totals(data: dict) -> dict:
