@@ -95,12 +95,12 @@ class Run:
 
     @property
     def warmup_steps(self) -> int:
-        """The steps over which the learning rate ramps up: ``warmup``, or training's default min(500, steps // 10)."""
+        """The learning rate's warm-up in steps (``warmup``, or else training's default min(500, steps // 10))."""
         return self.warmup if self.warmup is not None else min(500, max(1, self.steps // 10))
 
     @property
     def trained_as(self) -> str:
-        """The name of the run whose training produces this run's weights: its ``part_of`` run, or itself."""
+        """Name of the run whose training produces these weights (the ``part_of`` run, or this run itself)."""
         return self.part_of or self.name
 
     @property
