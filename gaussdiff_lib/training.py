@@ -40,7 +40,7 @@ from .denoisers import (VE_SIGMA_MAX, VE_SIGMA_MIN, VP_EPSILON_T, EDMDenoiser, c
                          vp_sigma)
 from .networks import UNet, build
 
-__all__ = ["edm_loss", "training_sigma", "loss_weight", "ema_beta", "train", "train_unet", "load_run", "run_key", "default_device", "distributed",
+__all__ = ["edm_loss", "training_sigma", "loss_weight", "ema_beta", "train", "default_warmup", "train_unet", "load_run", "run_key", "default_device", "distributed",
            "EMA_HALFLIFE", "EMA_RAMPUP"]
 
 #: EDM's EMA half-life in training images (500 kimg) and its ramp-up ratio (Karras et al. 2022, appendix F)
@@ -181,6 +181,11 @@ def run_key(net: nn.Module, X: torch.Tensor, **options) -> str:
                           "data": _cache.digest(X, version=False), **options})
 
 
+def default_warmup(steps: int) -> int:
+    """The learning rate's default warm-up in steps: a tenth of the run, at least 1 and at most 500."""
+    return min(500, max(1, int(steps) // 10))
+
+
 def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
 
@@ -256,7 +261,7 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = DEFAULT
     log_every = positive_int(log_every, "log_every")
     checkpoint_every = positive_int(checkpoint_every, "checkpoint_every")
     ema, ema_rampup = check_ema(ema, ema_rampup, batch_size)
-    warmup_steps = min(500, max(1, steps // 10)) if warmup_steps is None else max(1, int(warmup_steps))
+    warmup_steps = default_warmup(steps) if warmup_steps is None else max(1, int(warmup_steps))
     snapshot_steps = sorted({int(s) for s in snapshot_steps})
     if any(s < 1 or s > steps for s in snapshot_steps):
         raise ValueError(f"snapshot_steps must lie in [1, steps={steps}], got {snapshot_steps}")

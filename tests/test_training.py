@@ -600,3 +600,16 @@ def _logged_loss_against_edm():
     pixels = y[0].numel()
     for a, b in zip(grads_ours, grads_edm):
         torch.testing.assert_close(a * pixels, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("steps, expected", [(3, 1), (40, 4), (4999, 499), (8000, 500)])
+def test_the_default_warmup_is_one_formula_for_training_and_for_profile_runs(tmp_path, steps, expected):
+    """A tenth of the run, at least 1 and at most 500 steps: training records it and a profile run without a
+    ``warmup`` field reports the same (a run that is part of a longer one is checked against it field by field)."""
+    assert training.default_warmup(steps) == expected
+    assert gd.chapters.runs.Run(name="r", profile="test", n=24, steps=steps).warmup_steps == expected
+    if steps <= 40:  # what train() itself records and ramps over
+        D = training.train(gd.networks.LinearNet(1, 8), _X(), steps=steps, batch_size=8, lr=1e-3, fixed_sigma=1.0,
+                           run_dir=tmp_path, progress=False)
+        assert json.loads((tmp_path / "options.json").read_text())["warmup_steps"] == expected
+        assert D is not None

@@ -58,7 +58,7 @@ def model(r: Run | str, profile: str | None = None, snapshot: int | None = None,
 
         den = model(_run(r.part_of, r.profile), snapshot=r.steps if snapshot is None else int(snapshot), device=device,
                     progress=progress, X=X, until=r.steps)
-        den.run, den.step, den.epoch = r, den.step, r.epoch(den.step)
+        den.run, den.epoch = r, r.epoch(den.step)
         return den
     if X is not None and X.shape[0] != r.n:
         raise ValueError(f"X holds {X.shape[0]} images but run {r.name!r} trains on n = {r.n}; pass the run's own "

@@ -96,7 +96,9 @@ class Run:
     @property
     def warmup_steps(self) -> int:
         """The learning rate's warm-up in steps (``warmup``, or else training's default min(500, steps // 10))."""
-        return self.warmup if self.warmup is not None else min(500, max(1, self.steps // 10))
+        from ..training import default_warmup
+
+        return self.warmup if self.warmup is not None else default_warmup(self.steps)
 
     @property
     def trained_as(self) -> str:
