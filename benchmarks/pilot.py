@@ -68,6 +68,9 @@ def main():
     sched = gd.sampling.edm_sigmas(10)
     xg = gd.sampling.euler(G, z, sched)
     gl_held = gd.metrics.gl_score(held[: a.samples], X)
+    # the memorizer's own distance from D_G on the same images and levels: a network generalizes in the book's sense
+    # when its distance from D_G is below this (the dataset-size chapter's ratio RMSE(D, D_G) / RMSE(D_M, D_G) < 1)
+    memorizer_G = gd.metrics.distance_curve(M, G, held, levels).mean().item()
     rows = []
     for s in snaps:
         D = gd.training.load_run(run_dir, snapshot=s)
@@ -76,11 +79,12 @@ def main():
         dm = gd.metrics.distance_curve(D, M, held, levels).mean().item()
         x = gd.sampling.euler(D, z, sched)
         rows.append({"step": s, "epoch": s * a.batch / a.n, "heldout_loss": loss, "rmse_G": dg, "rmse_M": dm,
+                     "ratio_G": dg / memorizer_G,
                      "copies": gd.metrics.memorized_fraction(x, X), "gl": gd.metrics.gl_score(x, X),
                      "rmse_gauss_euler_samples": float(gd.metrics.sample_rmse(x, xg).mean())})
         print(json.dumps(rows[-1]), flush=True)
     out = {"args": vars(a), "train_seconds": train_s, "stopped_early": a.evaluate_only, "params": sum(p.numel() for p in net.parameters()),
-           "gl_heldout": gl_held, "rows": rows}
+           "gl_heldout": gl_held, "rmse_memorizer_G": memorizer_G, "rows": rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1))
 
