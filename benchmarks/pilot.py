@@ -83,7 +83,9 @@ def main():
                      "copies": gd.metrics.memorized_fraction(x, X), "gl": gd.metrics.gl_score(x, X),
                      "rmse_gauss_euler_samples": float(gd.metrics.sample_rmse(x, xg).mean())})
         print(json.dumps(rows[-1]), flush=True)
-    out = {"args": vars(a), "train_seconds": train_s, "stopped_early": a.evaluate_only, "params": sum(p.numel() for p in net.parameters()),
+    stopped_early = a.evaluate_only and (not snaps or max(snaps) < a.steps)   # measured before the run's last step
+    out = {"args": vars(a), "train_seconds": train_s, "stopped_early": stopped_early,
+           "params": sum(p.numel() for p in net.parameters()),
            "gl_heldout": gl_held, "rmse_memorizer_G": memorizer_G, "rows": rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1))

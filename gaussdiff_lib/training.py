@@ -219,7 +219,8 @@ def train(net: nn.Module, X: torch.Tensor, steps: int, batch_size: int = DEFAULT
         net: the raw network F (e.g. ``gd.networks.UNet(..., seed=0)``); trained in place.
         X: training images [N, C, H, W] in [-1, 1].
         steps: optimizer steps; batches are drawn with replacement, so epochs = steps * batch_size / N.
-        batch_size, lr: Adam settings (lr ramps up linearly over ``warmup_steps``, default min(500, steps // 10)).
+        batch_size, lr: Adam settings (lr ramps up linearly over ``warmup_steps``, default
+            ``default_warmup(steps)``: a tenth of the run, at least 1 and at most 500).
         ema: EMA half-life in training images (EDM: 500 kimg); 0 disables averaging.
         ema_rampup: cap the half-life at this fraction of the images seen so far (EDM: 0.05; None: no cap), so
             early snapshots are averages of recent weights, not of the initial ones (:func:`ema_beta`).

@@ -54,6 +54,7 @@ def certificate_images(r) -> int:
 def _probe_one(job: tuple) -> tuple:
     """(key, seconds per step, seconds per forward image) of one run's network: ``job = (run, device, threads)``."""
     from .. import training
+    from ..denoisers import EDMDenoiser
     from .models import network
 
     r, device, threads = job
@@ -82,7 +83,7 @@ def _probe_one(job: tuple) -> tuple:
             break
         extra *= 2
     step = chunk / extra
-    D = training._wrap(net.to(device).eval(), 0.5, None, r.precond)   # the denoiser whose forward passes are timed
+    D = EDMDenoiser(net.to(device), 0.5, r.precond).eval()   # the denoiser whose forward passes are timed
     x, sigma = X[:64].to(device), torch.full((64,), 1.0, device=device)
     with torch.no_grad():
         D(x, sigma)

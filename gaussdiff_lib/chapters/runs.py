@@ -33,9 +33,9 @@ changes memory, not the run, ``precond`` = ``edm`` or the baselines ``ve`` /
 ``vp`` of Karras et al. 2022, Table 1, optional ``fixed_sigma`` for a
 denoising autoencoder at one noise level, ``snapshots`` = steps whose EMA weights are kept, the
 paper's training-time checkpoints; ``ema`` is EDM's half-life in training images, ramped up; ``warmup`` = the
-learning rate's warm-up steps, by default min(500, steps // 10)). A run with ``part_of: <run>`` is not trained on
-its own: it is that longer run's EMA weights at its own ``steps`` (the same data, network and recipe, checked), so a
-run and its longer control cost one training. Every trained
+learning rate's warm-up steps, by default a tenth of the run, at least 1 and at most 500). A run with
+``part_of: <run>`` is not trained on its own: it is that longer run's EMA weights at its own ``steps`` (the same
+data, network and recipe, checked), so a run and its longer control cost one training. Every trained
 run also keeps the snapshots its convergence criterion measures, and :func:`~gaussdiff_lib.chapters.models.certificate` says whether it
 converged. :func:`~gaussdiff_lib.chapters.models.model` trains a run or loads it from the cache; runs are
 keyed by content, so a sweep and a chapter asking for the same run share one trained network.
@@ -95,7 +95,8 @@ class Run:
 
     @property
     def warmup_steps(self) -> int:
-        """The learning rate's warm-up in steps (``warmup``, or else training's default min(500, steps // 10))."""
+        """The learning rate's warm-up in steps (``warmup``, or else training's default: a tenth of the run, at
+        least 1 and at most 500)."""
         from ..training import default_warmup
 
         return self.warmup if self.warmup is not None else default_warmup(self.steps)
