@@ -1269,8 +1269,9 @@ def denoising_autoencoders(daes: dict, linear: dict, train_set: torch.Tensor, fi
     D_G's.
 
     Args:
-        daes: {architecture: {σ: denoiser}} the nonlinear DAEs; linear: {σ: denoiser} the linear DAE trained by the
-            same recipe at the same σ (Theorem 1 says it converges to D_G: the *positive control* of the recipe).
+        daes: {architecture: {σ: denoiser}} the nonlinear DAEs; linear: {σ: denoiser} the linear DAE trained on the
+            same loss, images and σ (its steps and batch may differ; Theorem 1 says it converges to D_G: the
+            *positive control* of the training objective).
         diffusion: the diffusion model on the same images, fitted the same way for comparison (not a check).
 
     Each DAE, D_M, an untrained network, the linear DAE and the diffusion model are fitted by the closed-form

@@ -105,8 +105,8 @@ def test_a_model_whose_optimum_is_d_g_is_judged_against_its_whole_drop():
     """A linear DAE can represent D_G exactly, so its RMSE to D_G heads for zero: the measured dae-linear-0.47 curve
     of the cpu profile at 32000 steps and batch 64 (RMSE 0.0214 ... 0.0053; the profile trains it at batch 256 since)
     still moves by 18% of its final value over the last quarter, which the relative rule reads as movement; against
-    its whole drop it moves by 6.1% (not yet within 5%), and a curve flattening like 1/t passes. The same curve on a network that cannot represent D_G stays judged
-    relative to its final value."""
+    its whole drop it moves by 6.1% (not yet within 5%), and a curve flattening like 1/t passes. The same curve on a
+    network that cannot represent D_G stays judged relative to its final value."""
     measured = [0.02136, 0.01454, 0.01046, 0.00822, 0.00705, 0.00631, 0.00574, 0.00533]
     loss = [0.2729, 0.2700, 0.2688, 0.2686, 0.2684, 0.2680, 0.2681, 0.2678]
     rel = assess(_points(loss, measured), Criterion(), 800)

@@ -54,6 +54,7 @@ import torch
 from .._checks import as_levels, as_sha256, positive_int
 from ..convergence import Criterion, criterion_from
 from ..networks import ARCHS
+from .. import training as _training
 from ..training import DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_STEPS, EMA_HALFLIFE
 from . import profiles as _profiles
 
@@ -97,9 +98,7 @@ class Run:
     def warmup_steps(self) -> int:
         """The learning rate's warm-up in steps (``warmup``, or else training's default: a tenth of the run, at
         least 1 and at most 500)."""
-        from ..training import default_warmup
-
-        return self.warmup if self.warmup is not None else default_warmup(self.steps)
+        return self.warmup if self.warmup is not None else _training.default_warmup(self.steps)
 
     @property
     def trained_as(self) -> str:
